@@ -1,0 +1,27 @@
+# Real/fake video classification with stratified K-fold cross-validation.
+# Stages: make_demo (only without metadata) -> load_data -> preprocess -> split
+#         -> augment (per fold) -> train (per fold) -> aggregate -> plots.
+# Usage: `snakemake --cores all` (see README.md); `snakemake -n` lists what is left to do.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/cv.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/results.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

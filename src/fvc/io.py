@@ -1,0 +1,89 @@
+"""Atomic artifact writing.
+
+Every artifact of the workflow is first written to a temporary file in the destination directory,
+flushed and fsynced, then renamed over the final name. A crash, OOM kill or SLURM time limit can
+therefore never leave a file that looks complete but is not: either the old content (or nothing)
+or the new content is visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched. ``suffix``
+    defaults to the destination's suffix so libraries that dispatch on the extension still work.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=(dest.suffix if suffix is None else suffix) + ".tmp",
+        dir=dest.parent,
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Atomically write a text file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically write JSON (sorted keys, indented) so diffs between runs stay readable."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def write_parquet(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
+    """Atomically write a DataFrame as Parquet without the pandas index."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_feather(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
+    """Atomically write a DataFrame as Feather (index reset, as Feather requires)."""
+    with atomic_path(path) as tmp:
+        df.reset_index(drop=True).to_feather(tmp)
+
+
+def write_tsv(path: str | os.PathLike[str], df: pd.DataFrame) -> None:
+    """Atomically write a tab-separated table (header always present, even when empty)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)

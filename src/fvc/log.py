@@ -1,0 +1,28 @@
+"""Logging set-up shared by the rule scripts.
+
+Snakemake gives each job a ``log:`` file; rule scripts call :func:`setup_logging` so that library
+messages go to that file (and stderr, which SLURM captures) with timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_path: str | os.PathLike[str] | None = None, level: int = logging.INFO) -> None:
+    """Send ``fvc`` logs (and warnings) to ``log_path`` (appending) and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="a"))
+    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)

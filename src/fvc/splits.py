@@ -1,0 +1,128 @@
+"""Stratified (optionally group-aware) K-fold assignment.
+
+The assignment is a pure function of the usable videos, ``cv.n_splits``, ``cv.seed`` and
+``cv.group_column``: rows are sorted by ``video_id`` first, so the order in which upstream stages
+happened to write rows cannot change the folds, and no ``train.*`` or ``augment.*`` setting can.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from fvc import io
+
+log = logging.getLogger(__name__)
+
+SPLIT_COLUMNS = ["video_id", "path", "label", "group", "clip_row", "fold"]
+
+#: Warn when a fold's positive fraction differs from the overall one by more than this.
+BALANCE_WARN = 0.15
+
+
+class SplitError(ValueError):
+    """The videos cannot support the requested folds."""
+
+
+def _check_class_counts(df: pd.DataFrame, n_splits: int) -> None:
+    counts = df["label"].value_counts().to_dict()
+    names = (
+        df.groupby("label")["label_name"].first().to_dict() if "label_name" in df.columns else {}
+    )
+    for label in (0, 1):
+        n = int(counts.get(label, 0))
+        if n < n_splits:
+            name = names.get(label, str(label))
+            raise SplitError(
+                f"class {name!r} (label {label}) has {n} usable videos, fewer than "
+                f"cv.n_splits={n_splits}; counts per class: "
+                + ", ".join(f"{names.get(k, k)}={int(v)}" for k, v in sorted(counts.items()))
+            )
+
+
+def assign_folds(index: pd.DataFrame, cv_cfg: dict[str, Any]) -> pd.DataFrame:
+    """Return ``index`` sorted by video_id with a ``fold`` column (the fold it validates in)."""
+    n_splits = int(cv_cfg["n_splits"])
+    seed = int(cv_cfg["seed"])
+    group_column = cv_cfg.get("group_column")
+    df = index.sort_values("video_id", kind="stable").reset_index(drop=True)
+    _check_class_counts(df, n_splits)
+    y = df["label"].to_numpy()
+    fold = np.full(len(df), -1, dtype=np.int64)
+    if group_column:
+        if group_column not in df.columns:
+            raise SplitError(
+                f"cv.group_column={group_column!r} is not a column of the clip index "
+                f"(columns: {', '.join(df.columns)})"
+            )
+        groups = df[group_column].astype(str).to_numpy()
+        n_groups = len(np.unique(groups))
+        if n_groups < n_splits:
+            raise SplitError(
+                f"cv.group_column={group_column!r} has {n_groups} distinct groups, fewer than "
+                f"cv.n_splits={n_splits}"
+            )
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(df)), y, groups)
+    else:
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        parts = splitter.split(np.zeros(len(df)), y)
+    for k, (_, val_idx) in enumerate(parts):
+        fold[val_idx] = k
+    df["fold"] = fold
+    empty = [k for k in range(n_splits) if not (fold == k).any()]
+    if empty:
+        raise SplitError(f"folds {empty} received no videos; lower cv.n_splits")
+    return df
+
+
+def fold_summary(splits: pd.DataFrame, group_column: str | None = "group") -> pd.DataFrame:
+    """Per fold: validation size, class counts, positive fraction and number of groups."""
+    overall = float(splits["label"].mean())
+    rows = []
+    for k, part in splits.groupby("fold", sort=True):
+        pos = float(part["label"].mean())
+        rows.append(
+            {
+                "fold": int(k),
+                "n_val": len(part),
+                "n_train": int((splits["fold"] != k).sum()),
+                "n_negative": int((part["label"] == 0).sum()),
+                "n_positive": int((part["label"] == 1).sum()),
+                "positive_fraction": round(pos, 4),
+                "n_groups": int(part["group"].nunique()) if "group" in part else len(part),
+                "balance_warning": abs(pos - overall) > BALANCE_WARN,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def split_dataset(
+    index_path: str | os.PathLike[str],
+    out_splits: str | os.PathLike[str],
+    out_summary: str | os.PathLike[str],
+    cv_cfg: dict[str, Any],
+) -> pd.DataFrame:
+    """Read the clip index, assign folds, write splits.parquet and the per-fold summary."""
+    index = pd.read_parquet(index_path)
+    splits = assign_folds(index, cv_cfg)
+    summary = fold_summary(splits)
+    overall = float(splits["label"].mean())
+    for row in summary.itertuples():
+        log.info(
+            "fold %d: %d val videos (%d real / %d fake, %d groups), %d train",
+            row.fold, row.n_val, row.n_negative, row.n_positive, row.n_groups, row.n_train,
+        )
+        if row.balance_warning:
+            log.warning(
+                "fold %d: positive fraction %.2f deviates from the overall %.2f by more than %.2f",
+                row.fold, row.positive_fraction, overall, BALANCE_WARN,
+            )
+    io.write_parquet(out_splits, splits[SPLIT_COLUMNS])
+    io.write_tsv(out_summary, summary)
+    return splits

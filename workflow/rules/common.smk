@@ -1,0 +1,58 @@
+# Config validation, output paths and the get_* input helpers shared by all rules.
+
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# The library lives in src/fvc; make it importable in every job (local run, conda env, SLURM
+# jobstep) even where it is not pip-installed.
+_SRC = str(Path(workflow.basedir) / "src")
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+)
+
+EXP = config["experiment"]
+RUN = f"runs/{EXP}"
+DEMO_DIR = "runs/demo_data"
+FOLDS = list(range(config["cv"]["n_splits"]))
+
+
+wildcard_constraints:
+    fold=r"\d+",
+
+
+def get_metadata_source():
+    """The user's metadata (table, list file or class folders), or the generated demo CSV."""
+    metadata = config["data"]["metadata"]
+    return metadata if metadata else f"{DEMO_DIR}/metadata.csv"
+
+
+def load_params():
+    """The data keys that decide which videos are usable (not how they are decoded)."""
+    keys = ("metadata", "root", "format", "positive_label", "group_column")
+    return {k: config["data"][k] for k in keys}
+
+
+def decode_params():
+    """The data keys that decide the decoded clips."""
+    keys = ("num_frames", "size", "short_videos")
+    return {k: config["data"][k] for k in keys}
+
+
+def get_fold_outputs(name):
+    """One path per fold of the per-fold train output `name` (e.g. metrics.json)."""
+    return expand(f"{RUN}/fold_{{fold}}/{name}", fold=FOLDS)
+
+
+def get_final_outputs():
+    """Everything `rule all` asks for."""
+    return [
+        f"{RUN}/kfold_results.feather",
+        f"{RUN}/summary.json",
+        f"{RUN}/plots/roc_curves.png",
+        f"{RUN}/plots/training_curves.png",
+    ]

@@ -1,0 +1,41 @@
+# Cross-validation stages: fold assignment and per-fold offline augmentation.
+
+
+rule split:
+    input:
+        index=rules.preprocess.output.index,
+    output:
+        splits=f"{RUN}/splits.parquet",
+        summary=report(
+            f"{RUN}/splits_summary.tsv",
+            caption="../report/splits.rst",
+            category="Folds",
+        ),
+    params:
+        cv=config["cv"],
+    log:
+        f"{RUN}/logs/split.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/split.py"
+
+
+rule augment:
+    input:
+        clips=rules.preprocess.output.clips,
+        splits=rules.split.output.splits,
+    output:
+        clips=f"{RUN}/fold_{{fold}}/augment/clips.npy",
+        manifest=f"{RUN}/fold_{{fold}}/augment/manifest.parquet",
+    params:
+        fold="{fold}",
+        augment=config["augment"],
+    log:
+        f"{RUN}/logs/augment/fold_{{fold}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/augment/fold_{{fold}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/augment.py"

@@ -1,0 +1,54 @@
+# Data stages: demo generation, metadata loading/probing, one-time decoding into a clip cache.
+
+
+rule make_demo:
+    output:
+        metadata=f"{DEMO_DIR}/metadata.csv",
+    params:
+        demo=config["data"]["demo"],
+    log:
+        f"{DEMO_DIR}/make_demo.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/make_demo.py"
+
+
+rule load_data:
+    input:
+        metadata=get_metadata_source(),
+    output:
+        metadata=f"{RUN}/data/metadata.parquet",
+        excluded=f"{RUN}/data/excluded.tsv",
+    params:
+        data=load_params(),
+        min_per_class=config["cv"]["n_splits"],
+    threads: config["data"]["workers"]
+    log:
+        f"{RUN}/logs/load_data.log",
+    benchmark:
+        f"{RUN}/benchmarks/load_data.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/load_data.py"
+
+
+rule preprocess:
+    input:
+        metadata=rules.load_data.output.metadata,
+    output:
+        clips=f"{RUN}/data/clips.npy",
+        index=f"{RUN}/data/clips.parquet",
+        excluded=f"{RUN}/data/decode_excluded.tsv",
+    params:
+        data=decode_params(),
+    threads: config["data"]["workers"]
+    log:
+        f"{RUN}/logs/preprocess.log",
+    benchmark:
+        f"{RUN}/benchmarks/preprocess.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/preprocess.py"

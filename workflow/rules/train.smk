@@ -1,0 +1,33 @@
+# Training: one job per fold. Resume state lives in runs/<exp>/checkpoints/fold_<k>/, which is
+# deliberately NOT an output: Snakemake deletes a failed job's outputs before a retry, and the
+# retry must find the checkpoint to resume from.
+
+
+rule train:
+    input:
+        clips=rules.preprocess.output.clips,
+        index=rules.preprocess.output.index,
+        splits=rules.split.output.splits,
+        aug_clips=rules.augment.output.clips,
+        aug_manifest=rules.augment.output.manifest,
+    output:
+        metrics=f"{RUN}/fold_{{fold}}/metrics.json",
+        predictions=f"{RUN}/fold_{{fold}}/predictions.parquet",
+        history=f"{RUN}/fold_{{fold}}/history.csv",
+        model=f"{RUN}/fold_{{fold}}/best_model.pt",
+        memory_log=f"{RUN}/fold_{{fold}}/memory.jsonl",
+    params:
+        fold="{fold}",
+        model=config["model"],
+        train=config["train"],
+        memory=config["memory"],
+        checkpoint_dir=f"{RUN}/checkpoints/fold_{{fold}}",
+    threads: 1
+    log:
+        f"{RUN}/logs/train/fold_{{fold}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/train/fold_{{fold}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train.py"
