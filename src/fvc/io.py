@@ -42,7 +42,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.", suffix=(dest.suffix if suffix is None else suffix) + ".tmp",
+        prefix=f".{dest.name}.",
+        suffix=(dest.suffix if suffix is None else suffix) + ".tmp",
         dir=dest.parent,
     )
     os.close(fd)

@@ -14,7 +14,9 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(log_path: str | os.PathLike[str] | None = None, level: int = logging.INFO) -> None:
+def setup_logging(
+    log_path: str | os.PathLike[str] | None = None, level: int = logging.INFO
+) -> None:
     """Send ``fvc`` logs (and warnings) to ``log_path`` (appending) and to stderr."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:

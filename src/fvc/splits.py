@@ -116,12 +116,20 @@ def split_dataset(
     for row in summary.itertuples():
         log.info(
             "fold %d: %d val videos (%d real / %d fake, %d groups), %d train",
-            row.fold, row.n_val, row.n_negative, row.n_positive, row.n_groups, row.n_train,
+            row.fold,
+            row.n_val,
+            row.n_negative,
+            row.n_positive,
+            row.n_groups,
+            row.n_train,
         )
         if row.balance_warning:
             log.warning(
                 "fold %d: positive fraction %.2f deviates from the overall %.2f by more than %.2f",
-                row.fold, row.positive_fraction, overall, BALANCE_WARN,
+                row.fold,
+                row.positive_fraction,
+                overall,
+                BALANCE_WARN,
             )
     io.write_parquet(out_splits, splits[SPLIT_COLUMNS])
     io.write_tsv(out_summary, summary)

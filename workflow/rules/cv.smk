@@ -11,12 +11,12 @@ rule split:
             caption="../report/splits.rst",
             category="Folds",
         ),
-    params:
-        cv=config["cv"],
     log:
         f"{RUN}/logs/split.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        cv=config["cv"],
     script:
         "../scripts/split.py"
 
@@ -28,14 +28,14 @@ rule augment:
     output:
         clips=f"{RUN}/fold_{{fold}}/augment/clips.npy",
         manifest=f"{RUN}/fold_{{fold}}/augment/manifest.parquet",
-    params:
-        fold="{fold}",
-        augment=config["augment"],
     log:
         f"{RUN}/logs/augment/fold_{{fold}}.log",
     benchmark:
         f"{RUN}/benchmarks/augment/fold_{{fold}}.tsv"
     conda:
         "../../envs/torch.yaml"
+    params:
+        fold="{fold}",
+        augment=config["augment"],
     script:
         "../scripts/augment.py"

@@ -4,12 +4,12 @@
 rule make_demo:
     output:
         metadata=f"{DEMO_DIR}/metadata.csv",
-    params:
-        demo=config["data"]["demo"],
     log:
         f"{DEMO_DIR}/make_demo.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        demo=config["data"]["demo"],
     script:
         "../scripts/make_demo.py"
 
@@ -20,16 +20,16 @@ rule load_data:
     output:
         metadata=f"{RUN}/data/metadata.parquet",
         excluded=f"{RUN}/data/excluded.tsv",
-    params:
-        data=load_params(),
-        min_per_class=config["cv"]["n_splits"],
-    threads: config["data"]["workers"]
     log:
         f"{RUN}/logs/load_data.log",
     benchmark:
         f"{RUN}/benchmarks/load_data.tsv"
     conda:
         "../../envs/data.yaml"
+    threads: config["data"]["workers"]
+    params:
+        data=load_params(),
+        min_per_class=config["cv"]["n_splits"],
     script:
         "../scripts/load_data.py"
 
@@ -41,14 +41,14 @@ rule preprocess:
         clips=f"{RUN}/data/clips.npy",
         index=f"{RUN}/data/clips.parquet",
         excluded=f"{RUN}/data/decode_excluded.tsv",
-    params:
-        data=decode_params(),
-    threads: config["data"]["workers"]
     log:
         f"{RUN}/logs/preprocess.log",
     benchmark:
         f"{RUN}/benchmarks/preprocess.tsv"
     conda:
         "../../envs/data.yaml"
+    threads: config["data"]["workers"]
+    params:
+        data=decode_params(),
     script:
         "../scripts/preprocess.py"

@@ -16,18 +16,18 @@ rule train:
         history=f"{RUN}/fold_{{fold}}/history.csv",
         model=f"{RUN}/fold_{{fold}}/best_model.pt",
         memory_log=f"{RUN}/fold_{{fold}}/memory.jsonl",
-    params:
-        fold="{fold}",
-        model=config["model"],
-        train=config["train"],
-        memory=config["memory"],
-        checkpoint_dir=f"{RUN}/checkpoints/fold_{{fold}}",
-    threads: 1
     log:
         f"{RUN}/logs/train/fold_{{fold}}.log",
     benchmark:
         f"{RUN}/benchmarks/train/fold_{{fold}}.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    params:
+        fold="{fold}",
+        model=config["model"],
+        train=config["train"],
+        memory=config["memory"],
+        checkpoint_dir=f"{RUN}/checkpoints/fold_{{fold}}",
     script:
         "../scripts/train.py"

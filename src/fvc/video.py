@@ -1,0 +1,299 @@
+"""Video probing and clip decoding with PyAV (torchvision 0.29 has no video reader).
+
+Two entry points, both raising :class:`VideoError` (a one-line reason) for unusable files so
+callers can exclude a video with a readable reason instead of crashing the stage:
+
+- :func:`probe_video`: cheap checks done for every video when the metadata is loaded. It counts
+  the video packets by demuxing (no decoding), which both gives the frame count when the container
+  does not store one and catches silently truncated faststart MP4s (their index promises more
+  frames than the file holds), and decodes the first frame so an undecodable stream fails early.
+- :func:`decode_clip`: ``num_frames`` uniformly sampled frames, letterboxed to ``size x size`` RGB.
+  It decodes sequentially and stops after the last needed frame; for long videos with sparse
+  samples it seeks to the keyframe before a sample when that skips enough frames.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+#: Videos with at least this many frames may use keyframe seeking (shorter ones decode faster
+#: sequentially than the extra demux pass costs).
+SEEK_MIN_FRAMES = 250
+#: Seek only when the keyframe before the next sample is this many frames past the decoder's
+#: position: a seek flushes the decoder, so skipping a handful of frames does not pay off.
+SEEK_MIN_SKIP = 24
+
+
+class VideoError(Exception):
+    """A video that cannot be used; ``reason`` is a short one-line explanation."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep (path, reason) when the error crosses a process boundary.
+        return (type(self), (self.path, self.reason))
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    """The FFmpeg message without the errno and file name PyAV adds around it."""
+    msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(msg).split())
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Open ``path`` for reading, turning missing/empty/unreadable files into VideoError."""
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(path, "missing file")
+    if not p.is_file():
+        raise VideoError(path, "not a regular file")
+    if p.stat().st_size == 0:
+        raise VideoError(path, "empty file")
+    try:
+        container = av.open(str(p), "r")
+    except av.FFmpegError as exc:
+        raise VideoError(path, f"undecodable: {_ffmpeg_reason(exc)}") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(path, "no video stream")
+    return container
+
+
+def _count_packets(container: av.container.InputContainer, stream: Any) -> list[tuple[int, bool]]:
+    """(pts, is_keyframe) of each video packet in demux order: reads the file, decodes nothing."""
+    out: list[tuple[int, bool]] = []
+    for packet in container.demux(stream):
+        if packet.size:
+            out.append((packet.pts if packet.pts is not None else -1, bool(packet.is_keyframe)))
+    return out
+
+
+def probe_video(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe a video: frames, fps, width, height, codec, duration (s), rotation (degrees).
+
+    ``width``/``height`` are the stored (coded) frame size; ``rotation`` is the display rotation
+    (counter-clockwise degrees) that :func:`decode_clip` applies. Raises :class:`VideoError` for
+    missing, empty, undecodable, stream-less or truncated files.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        declared = int(stream.frames or 0)
+        try:
+            packets = len(_count_packets(container, stream))
+            if packets == 0:
+                raise VideoError(path, "no video frames")
+            if declared and packets < declared:
+                raise VideoError(path, f"truncated: {packets} of {declared} frames")
+            container.seek(0)
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise VideoError(path, f"undecodable: {_ffmpeg_reason(exc)}") from None
+        if first is None:
+            raise VideoError(path, "undecodable: no frame could be decoded")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = packets / fps if fps else 0.0
+        return {
+            "frames": packets,
+            "fps": fps,
+            "width": int(first.width),
+            "height": int(first.height),
+            "codec": stream.codec_context.name,
+            "duration": duration,
+            "rotation": int(first.rotation or 0),
+        }
+
+
+def sample_indices(n_frames: int, num_frames: int) -> np.ndarray:
+    """``num_frames`` indices spread uniformly over ``n_frames`` (segment centres).
+
+    With fewer frames than wanted, indices repeat (each frame is shown for about the same time).
+    """
+    if n_frames <= 0:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    return ((np.arange(num_frames) + 0.5) * n_frames / num_frames).astype(np.int64)
+
+
+def _letterbox_geometry(frame: av.VideoFrame, size: int, sar: float) -> tuple[int, int, int]:
+    """(scaled stored width, scaled stored height, rotation quarter-turns) for the letterbox.
+
+    ``sar`` is the sample (pixel) aspect ratio: anamorphic videos are shown wider than stored.
+    """
+    rotation = int(frame.rotation or 0)
+    quarter = round(rotation / 90) % 4
+    disp_w = frame.width * sar
+    disp_h = float(frame.height)
+    if quarter % 2:
+        disp_w, disp_h = disp_h, disp_w
+    scale = size / max(disp_w, disp_h)
+    out_w = min(size, max(1, round(disp_w * scale)))
+    out_h = min(size, max(1, round(disp_h * scale)))
+    if quarter % 2:
+        out_w, out_h = out_h, out_w  # back to the stored orientation for the scaler
+    return out_w, out_h, quarter
+
+
+def _to_letterbox(frame: av.VideoFrame, size: int, sar: float = 1.0) -> np.ndarray:
+    """Scale (keeping aspect, with the fast swscale path), rotate and pad black to size x size."""
+    w, h, quarter = _letterbox_geometry(frame, size, sar)
+    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+    if quarter:
+        rgb = np.rot90(rgb, k=quarter)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top = (size - rgb.shape[0]) // 2
+    left = (size - rgb.shape[1]) // 2
+    out[top : top + rgb.shape[0], left : left + rgb.shape[1]] = rgb
+    return out
+
+
+def _sar(stream: Any) -> float:
+    """The stream's sample aspect ratio as a float (1.0 when unknown or invalid)."""
+    try:
+        sar = stream.sample_aspect_ratio
+        return float(sar) if sar and float(sar) > 0 else 1.0
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 1.0
+
+
+def _decode_sequential(
+    container: av.container.InputContainer, stream: Any, wanted: set[int], size: int
+) -> tuple[dict[int, np.ndarray], int]:
+    """Decode from the start, converting only wanted frames; stop after the last one.
+
+    Returns the converted frames by index and the number of frames decoded.
+    """
+    got: dict[int, np.ndarray] = {}
+    last = max(wanted)
+    sar = _sar(stream)
+    decoded = 0
+    for index, frame in enumerate(container.decode(stream)):
+        decoded = index + 1
+        if index in wanted:
+            got[index] = _to_letterbox(frame, size, sar)
+        if index >= last:
+            break
+    return got, decoded
+
+
+def _seek_plan(packets: list[tuple[int, bool]], wanted: list[int]) -> list[tuple[int, int]] | None:
+    """(target index, keyframe index to seek to or -1) per sample, or None if seeking won't pay.
+
+    Indices are presentation order, i.e. positions in the sorted packet pts.
+    """
+    pts_sorted = sorted(p for p, _ in packets)
+    if pts_sorted[0] < 0 or len(set(pts_sorted)) != len(pts_sorted):
+        return None  # missing or repeated timestamps: frames cannot be identified by pts
+    index_of = {p: i for i, p in enumerate(pts_sorted)}
+    keys = sorted(index_of[p] for p, is_key in packets if is_key)
+    if not keys:
+        return None
+    plan: list[tuple[int, int]] = []
+    position = 0  # next frame the decoder would produce without seeking
+    for target in wanted:
+        key = keys[max(0, bisect_right(keys, target) - 1)]
+        plan.append((target, key if key > position + SEEK_MIN_SKIP else -1))
+        position = target + 1
+    return plan if any(key >= 0 for _, key in plan) else None
+
+
+def _decode_seeking(
+    container: av.container.InputContainer,
+    stream: Any,
+    wanted: list[int],
+    size: int,
+    packets: list[tuple[int, bool]],
+) -> dict[int, np.ndarray] | None:
+    """Decode wanted frames, seeking to the keyframe before a sample when that skips enough.
+
+    Frames are identified by pts, so the result equals sequential decoding. Returns None when
+    seeking does not pay off or a frame cannot be placed; the caller then decodes sequentially.
+    """
+    plan = _seek_plan(packets, wanted)
+    if plan is None:
+        return None
+    pts_sorted = sorted(p for p, _ in packets)
+    index_of = {p: i for i, p in enumerate(pts_sorted)}
+    wanted_set = set(wanted)
+    sar = _sar(stream)
+    got: dict[int, np.ndarray] = {}
+    frames = container.decode(stream)
+    for target, key in plan:
+        if key >= 0:
+            container.seek(pts_sorted[key], backward=True, any_frame=False, stream=stream)
+            frames = container.decode(stream)
+        for frame in frames:
+            idx = index_of.get(frame.pts)
+            if idx is None:
+                return None
+            if idx in wanted_set and idx not in got:
+                got[idx] = _to_letterbox(frame, size, sar)
+            if idx >= target:
+                break
+        if target not in got:
+            return None  # let sequential decoding decide (and report truncation)
+    return got
+
+
+def decode_clip(
+    path: str | os.PathLike[str],
+    num_frames: int,
+    size: int,
+    frames_hint: int | None = None,
+    short_videos: str = "pad",
+) -> tuple[np.ndarray, bool]:
+    """Decode ``num_frames`` uniformly sampled frames as uint8 ``(T, size, size, 3)`` RGB.
+
+    Frames are letterboxed (aspect kept, black bars) after applying the rotation metadata.
+    ``frames_hint`` is the probed frame count (saves a demux pass). Returns ``(clip, padded)``;
+    ``padded`` is True when the video had fewer than ``num_frames`` frames and frames were
+    repeated. With ``short_videos="exclude"`` such a video raises :class:`VideoError` instead.
+    Decoding that ends before the last sampled frame raises ``VideoError("truncated: ...")``.
+    """
+    if short_videos not in ("pad", "exclude"):
+        raise ValueError(f"short_videos must be 'pad' or 'exclude', got {short_videos!r}")
+    packets: list[tuple[int, bool]] | None = None
+    n_frames = int(frames_hint or 0)
+    try:
+        if n_frames <= 0:
+            with _open(path) as container:
+                packets = _count_packets(container, container.streams.video[0])
+            n_frames = len(packets)
+        if n_frames <= 0:
+            raise VideoError(path, "no video frames")
+        padded = n_frames < num_frames
+        if padded and short_videos == "exclude":
+            raise VideoError(path, f"too short: {n_frames} frames < num_frames={num_frames}")
+        indices = sample_indices(n_frames, num_frames)
+        wanted = sorted(set(indices.tolist()))
+        got = None
+        if n_frames >= SEEK_MIN_FRAMES and len(wanted) * SEEK_MIN_SKIP * 2 < n_frames:
+            with _open(path) as container:
+                stream = container.streams.video[0]
+                if packets is None:
+                    packets = _count_packets(container, stream)
+                    container.seek(0)
+                got = _decode_seeking(container, stream, wanted, size, packets)
+        if got is None:  # sequential decoding from a freshly opened file
+            with _open(path) as container:
+                got, decoded = _decode_sequential(
+                    container, container.streams.video[0], set(wanted), size
+                )
+            if len(got) < len(wanted):
+                raise VideoError(path, f"truncated: decoded {decoded} of {n_frames} frames")
+    except av.FFmpegError as exc:
+        raise VideoError(path, f"undecodable: {_ffmpeg_reason(exc)}") from None
+    return np.stack([got[i] for i in indices.tolist()]), padded

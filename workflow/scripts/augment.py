@@ -1,0 +1,19 @@
+"""Rule `augment`: pre-generate augmented copies of fold k's training videos.
+
+input: clips (data/clips.npy), splits (splits.parquet); output: clips, manifest;
+params: fold (int), augment (the config's `augment:` dict); log: one file.
+"""
+
+from fvc.augment import augment_fold
+from fvc.log import setup_logging
+
+setup_logging(snakemake.log[0])
+augment_fold(
+    clips_path=snakemake.input.clips,
+    splits_path=snakemake.input.splits,
+    fold=int(snakemake.params.fold),
+    out_clips=snakemake.output.clips,
+    out_manifest=snakemake.output.manifest,
+    augment_cfg=dict(snakemake.params.augment),
+    threads=snakemake.threads,
+)
