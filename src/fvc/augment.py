@@ -137,8 +137,13 @@ def _affine(video: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     ty = round(_uniform(gen, -MAX_TRANSLATE_FRAC, MAX_TRANSLATE_FRAC) * height)
     scale = _uniform(gen, *SCALE_RANGE)
     return F.affine(
-        video, angle=angle, translate=[tx, ty], scale=scale, shear=[0.0, 0.0],
-        interpolation=F.InterpolationMode.BILINEAR, fill=[0.0],
+        video,
+        angle=angle,
+        translate=[tx, ty],
+        scale=scale,
+        shear=[0.0, 0.0],
+        interpolation=F.InterpolationMode.BILINEAR,
+        fill=[0.0],
     )
 
 
@@ -199,7 +204,7 @@ def _temporal(video: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, 
     if kind == "reverse":
         index = list(range(t - 1, -1, -1))
         return video[index], "reverse"
-    at = _randint(gen, 0, t - 1)
+    at = _randint(gen, 0, t - 1 if kind == "drop" else t - 2)  # dup of the last = no-op
     if kind == "drop":
         kept = [k for k in range(t) if k != at]
         # Re-sample the T-1 kept frames back to T (nearest): one neighbour is shown twice.
@@ -302,7 +307,10 @@ def augment_fold(
     n_out = len(train) * cfg.copies
     log.info(
         "fold %d: %d training videos x %d copies = %d clips (validation videos untouched)",
-        fold, len(train), cfg.copies, n_out,
+        fold,
+        len(train),
+        cfg.copies,
+        n_out,
     )
     records: list[dict[str, Any]] = []
     op_counts: Counter[str] = Counter()
@@ -319,16 +327,26 @@ def augment_fold(
                 aug, ops = augment_clip(source, cfg, seed)
                 aug_row = len(records)
                 out[aug_row] = aug
-                records.append({
-                    "aug_row": aug_row, "video_id": str(row.video_id),
-                    "clip_row": int(row.clip_row), "copy": copy, "label": int(row.label),
-                    "ops": ops,
-                })
+                records.append(
+                    {
+                        "aug_row": aug_row,
+                        "video_id": str(row.video_id),
+                        "clip_row": int(row.clip_row),
+                        "copy": copy,
+                        "label": int(row.label),
+                        "ops": ops,
+                    }
+                )
                 op_counts.update(ops.split("+"))
         out.flush()
         del out
         manifest = _manifest(records)
         write_parquet(out_manifest, manifest)
-    log.info("fold %d: wrote %s and %s; ops: %s", fold, out_clips, out_manifest,
-             dict(sorted(op_counts.items())))
+    log.info(
+        "fold %d: wrote %s and %s; ops: %s",
+        fold,
+        out_clips,
+        out_manifest,
+        dict(sorted(op_counts.items())),
+    )
     return manifest

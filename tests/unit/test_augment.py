@@ -13,12 +13,21 @@ from fvc.augment import AugmentConfig, augment_clip, augment_fold, derive_seed
 
 T, S = 6, 24
 CFG = {
-    "copies": 2, "seed": 7, "p_flip": 0.5, "p_affine": 0.5, "p_color": 0.5, "p_blur": 0.2,
-    "p_noise": 0.3, "p_erase": 0.2, "p_temporal": 0.3,
+    "copies": 2,
+    "seed": 7,
+    "p_flip": 0.5,
+    "p_affine": 0.5,
+    "p_color": 0.5,
+    "p_blur": 0.2,
+    "p_noise": 0.3,
+    "p_erase": 0.2,
+    "p_temporal": 0.3,
 }
 
 
-def _make_inputs(tmp: Path, n: int = 10, n_folds: int = 3, shuffle: bool = False) -> tuple[Path, Path]:
+def _make_inputs(
+    tmp: Path, n: int = 10, n_folds: int = 3, shuffle: bool = False
+) -> tuple[Path, Path]:
     """n random-ish videos with a flickering patch; clip_row deliberately != row order."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, size=(n, 1, S, S, 3), dtype=np.uint8)
@@ -27,8 +36,14 @@ def _make_inputs(tmp: Path, n: int = 10, n_folds: int = 3, shuffle: bool = False
     clips_path = tmp / "clips.npy"
     np.save(clips_path, clips)
     rows = [
-        {"video_id": f"v{i + 1:05d}", "path": f"/x/{i}.mp4", "label": i % 2, "group": f"g{i}",
-         "clip_row": n - 1 - i, "fold": i % n_folds}
+        {
+            "video_id": f"v{i + 1:05d}",
+            "path": f"/x/{i}.mp4",
+            "label": i % 2,
+            "group": f"g{i}",
+            "clip_row": n - 1 - i,
+            "fold": i % n_folds,
+        }
         for i in range(n)
     ]
     splits = pd.DataFrame(rows)
@@ -58,7 +73,7 @@ def test_fold_outputs_contract(tmp_path: Path) -> None:
     # Only training videos of the fold, each exactly `copies` times, labels/clip_rows carried over.
     assert set(man["video_id"]) == set(train["video_id"])
     assert not set(man["video_id"]) & set(splits.loc[splits["fold"] == fold, "video_id"])
-    assert man.groupby("video_id")["copy"].apply(sorted).map(tuple).eq((0, 1)).all()
+    assert all(sorted(c) == [0, 1] for c in man.groupby("video_id")["copy"].apply(list))
     by_id = train.set_index("video_id")
     assert (man["label"].to_numpy() == by_id.loc[man["video_id"], "label"].to_numpy()).all()
     assert (man["clip_row"].to_numpy() == by_id.loc[man["video_id"], "clip_row"].to_numpy()).all()
@@ -95,7 +110,12 @@ def test_copies_zero_writes_empty_outputs(tmp_path: Path) -> None:
     aug, man, _ = _run(tmp_path, clips_path, splits_path, 2, {**CFG, "copies": 0})
     assert aug.shape == (0, T, S, S, 3) and aug.dtype == np.uint8
     assert len(man) == 0 and list(man.columns) == [
-        "aug_row", "video_id", "clip_row", "copy", "label", "ops"
+        "aug_row",
+        "video_id",
+        "clip_row",
+        "copy",
+        "label",
+        "ops",
     ]
 
 
@@ -125,12 +145,17 @@ def test_bad_clip_row_and_error_mid_write_leave_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"clip_row 1\d\d outside the 10 clips"):
         augment_fold(clips_path, splits_path, 0, out / "clips.npy", out / "m.parquet", CFG)
     assert not out.exists() or list(out.iterdir()) == []
-    # A failure after the memmap was opened (unwritable manifest dir) removes the temp clips.
+    # A failure after the memmap was opened (manifest path blocked by a file) removes the
+    # temp clips too: neither output nor temp file remains.
+    good = tmp_path / "good"
+    good.mkdir()
+    clips_path, splits_path = _make_inputs(good)
     out.mkdir(exist_ok=True)
     (out / "blocker").write_text("a file where a directory is needed")
-    _, splits_ok = _make_inputs(tmp_path / "ok" if (tmp_path / "ok").mkdir() is None else tmp_path)
     with pytest.raises(OSError):
-        augment_fold(clips_path, splits_ok, 0, out / "clips.npy", out / "blocker" / "m.parquet", CFG)
+        augment_fold(
+            clips_path, splits_path, 0, out / "clips.npy", out / "blocker" / "m.parquet", CFG
+        )
     assert sorted(p.name for p in out.iterdir()) == ["blocker"]
 
 
@@ -138,8 +163,9 @@ def test_augment_clip_ops_keep_shape_and_flicker() -> None:
     rng = np.random.default_rng(1)
     clip = np.repeat(rng.integers(60, 200, size=(1, S, S, 3), dtype=np.uint8), T, axis=0)
     clip[::2, 8:14, 8:14, :] = 250
-    all_on = AugmentConfig(p_flip=1, p_affine=1, p_color=1, p_blur=1, p_noise=1, p_erase=1,
-                           p_temporal=1)
+    all_on = AugmentConfig(
+        p_flip=1, p_affine=1, p_color=1, p_blur=1, p_noise=1, p_erase=1, p_temporal=1
+    )
     kinds = set()
     for copy in range(12):
         out, ops = augment_clip(clip, all_on, derive_seed(7, 0, "v00001", copy))
@@ -150,29 +176,36 @@ def test_augment_clip_ops_keep_shape_and_flicker() -> None:
         diffs = np.abs(np.diff(out.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
         assert diffs.max() > 3.0, (ops, diffs)
     assert kinds == {"drop", "dup", "reverse"}
-    none = AugmentConfig(**{f"p_{k}": 0.0 for k in
-                            ("flip", "affine", "color", "blur", "noise", "erase", "temporal")})
+    none = AugmentConfig(
+        **{f"p_{k}": 0.0 for k in ("flip", "affine", "color", "blur", "noise", "erase", "temporal")}
+    )
     same, ops = augment_clip(clip, none, 123)
     assert ops == "none" and np.array_equal(same, clip)
 
 
 def test_temporal_ops_only_reorder_frames() -> None:
     clip = np.stack([np.full((S, S, 3), 10 * k, dtype=np.uint8) for k in range(T)])
-    only_t = AugmentConfig(p_flip=0, p_affine=0, p_color=0, p_blur=0, p_noise=0, p_erase=0,
-                           p_temporal=1)
+    only_t = AugmentConfig(
+        p_flip=0, p_affine=0, p_color=0, p_blur=0, p_noise=0, p_erase=0, p_temporal=1
+    )
     for copy in range(10):
         out, ops = augment_clip(clip, only_t, derive_seed(0, 0, "v", copy))
         order = [int(f[0, 0, 0]) // 10 for f in out]
         if ops == "reverse":
             assert order == list(range(T))[::-1]
-        else:
-            kind, at = ops.rstrip("0123456789"), int(ops.lstrip("dropup"))
-            assert sorted(set(order)) == [k for k in range(T) if not (kind == "drop" and k == at)]
-            assert order == sorted(order) and len(order) == T, ops
+            continue
+        kind = ops.rstrip("0123456789")
+        at = int(ops.removeprefix(kind))
+        missing = at if kind == "drop" else T - 1
+        assert len(order) == T and order == sorted(order), ops
+        assert set(order) == set(range(T)) - {missing}, ops
+        if kind == "dup":
+            assert order.count(at) == 2, ops
 
 
 def test_derive_seed_is_stable() -> None:
     assert derive_seed(7, 0, "v00001", 0) == derive_seed(7, 0, "v00001", 0)
     seeds = {derive_seed(7, f, v, c) for f in range(3) for v in ("v1", "v2") for c in range(3)}
     assert len(seeds) == 18
-    assert derive_seed(7, 0, "v00001", 0) == 0x0  or True  # value pinned below
+    # Pinned: a change here silently changes every augmented dataset.
+    assert derive_seed(7, 0, "v00001", 0) == 3281382512155473255
