@@ -21,6 +21,15 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 
 
+# Trivial rules run inside the main Snakemake process, also on a cluster (no submit latency).
+localrules:
+    all,
+    make_demo,
+    split,
+    aggregate,
+    plots,
+
+
 rule all:
     default_target: True
     input:

@@ -21,17 +21,24 @@ def make_project(dest: Path) -> Path:
     """Copy the workflow (Snakefile, workflow/, config/) into ``dest``; runs/ will live there."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for sub in ("workflow", "config", "profiles"):
+    for sub in ("workflow", "config", "profiles", "envs"):
         shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(TINY, dest / "tiny.yaml")
     return dest
 
 
 def snakemake(
-    project: Path, *args: str, check: bool = True, timeout: float = 600
+    project: Path,
+    *args: str,
+    overlays: tuple[str, ...] = (),
+    check: bool = True,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """Run snakemake in ``project`` with the tiny overlay; fail the test with its output."""
-    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "tiny.yaml", *args]
+    """Run snakemake in ``project`` with the tiny overlay (+ ``overlays``); fail with its output.
+
+    ``--configfile`` takes several values, so it goes first and ``--cores`` ends its list.
+    """
+    cmd = [SNAKEMAKE, "--configfile", "tiny.yaml", *overlays, "--cores", "2", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         cmd, cwd=project, capture_output=True, text=True, timeout=timeout, env=env
@@ -48,9 +55,9 @@ _JOB = re.compile(r"^\s*(?:local)?rule (\w+):\s*$")
 _WILDCARDS = re.compile(r"^\s*wildcards: (.*)$")
 
 
-def planned_jobs(project: Path, *args: str) -> Counter[str]:
+def planned_jobs(project: Path, *args: str, overlays: tuple[str, ...] = ()) -> Counter[str]:
     """Jobs a dry run would execute, as ``rule`` or ``rule[fold=K]`` -> count."""
-    proc = snakemake(project, "-n", *args)
+    proc = snakemake(project, "-n", *args, overlays=overlays)
     text = proc.stdout + proc.stderr
     jobs: Counter[str] = Counter()
     current: str | None = None
@@ -66,5 +73,7 @@ def planned_jobs(project: Path, *args: str) -> Counter[str]:
             current = f"{current}[{w.group(1).strip()}]"
     if current:
         jobs[current] += 1
+    # Guard the parser itself: an empty plan must be Snakemake's own "nothing to be done".
+    assert jobs or "Nothing to be done" in text, f"could not parse the dry run:\n{text[-3000:]}"
     jobs.pop("all", None)
     return jobs

@@ -56,7 +56,7 @@ def test_broken_videos_are_excluded_with_reasons(demo: Path) -> None:
         }
     )
     _use_metadata(demo, pd.concat([table, broken], ignore_index=True), "with_broken.csv")
-    snakemake(demo, "--configfile", "tiny.yaml", "meta.yaml", str(RUN / "splits.parquet"))
+    snakemake(demo, str(RUN / "splits.parquet"), overlays=("meta.yaml",))
     excluded = pd.read_csv(demo / RUN / "data/excluded.tsv", sep="\t")
     decode_excluded = pd.read_csv(demo / RUN / "data/decode_excluded.tsv", sep="\t")
     all_excluded = pd.concat([excluded, decode_excluded])
@@ -98,10 +98,8 @@ def test_bad_tables_fail_clearly_and_write_nothing(demo: Path, case: str, expect
     (demo / RUN / "logs/load_data.log").unlink(missing_ok=True)
     proc = snakemake(
         demo,
-        "--configfile",
-        "tiny.yaml",
-        "meta.yaml",
         str(RUN / "data/metadata.parquet"),
+        overlays=("meta.yaml",),
         check=False,
     )
     assert proc.returncode != 0

@@ -74,7 +74,7 @@ def test_second_run_does_nothing(project: Path) -> None:
 def test_changing_lr_reruns_only_train_and_results(project: Path) -> None:
     overlay = project / "lr.yaml"
     overlay.write_text("train:\n  lr: 0.01\n")
-    jobs = planned_jobs(project, "--configfile", "tiny.yaml", "lr.yaml")
+    jobs = planned_jobs(project, overlays=("lr.yaml",))
     assert {j.split("[")[0] for j in jobs} == {"train", "aggregate", "plots"}
     assert sum(v for j, v in jobs.items() if j.startswith("train")) == N_SPLITS
 
@@ -82,7 +82,7 @@ def test_changing_lr_reruns_only_train_and_results(project: Path) -> None:
 def test_changing_augment_does_not_resplit(project: Path) -> None:
     overlay = project / "aug.yaml"
     overlay.write_text("augment:\n  copies: 2\n")
-    jobs = planned_jobs(project, "--configfile", "tiny.yaml", "aug.yaml")
+    jobs = planned_jobs(project, overlays=("aug.yaml",))
     assert {j.split("[")[0] for j in jobs} == {"augment", "train", "aggregate", "plots"}
 
 
@@ -125,7 +125,7 @@ def test_sigkill_mid_training_then_rerun_incomplete_is_bit_identical(
     """Kill the whole Snakemake process group while fold 0 trains; --rerun-incomplete resumes."""
     proj = make_project(tmp_path / "killed")
     ckpt_dir = proj / RUN / "checkpoints/fold_0"
-    cmd = [SNAKEMAKE, "--cores", "1", "--configfile", "tiny.yaml"]
+    cmd = [SNAKEMAKE, "--configfile", "tiny.yaml", "--cores", "1"]
     proc = subprocess.Popen(
         cmd, cwd=proj, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -137,6 +137,8 @@ def test_sigkill_mid_training_then_rerun_incomplete_is_bit_identical(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (proj / RUN / "fold_0/metrics.json").exists(), "fold 0 finished before the kill"
+    # A SIGKILLed Snakemake leaves its lock behind: the documented recovery is unlock + rerun.
+    snakemake(proj, "--unlock")
     snakemake(proj, "--rerun-incomplete")
     log = (proj / RUN / "logs/train/fold_0.log").read_text().lower()
     assert "resum" in log

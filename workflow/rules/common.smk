@@ -48,8 +48,14 @@ def get_fold_outputs(name):
 
 
 def get_final_outputs():
-    """Everything `rule all` asks for."""
+    """Everything `rule all` asks for: per-fold results too, so that a deleted fold output
+    is regenerated (Snakemake skips missing intermediates whose consumers are up to date)."""
+    per_fold = [
+        get_fold_outputs(name)
+        for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt")
+    ]
     return [
+        *(path for paths in per_fold for path in paths),
         f"{RUN}/kfold_results.feather",
         f"{RUN}/summary.json",
         f"{RUN}/plots/roc_curves.png",
