@@ -32,7 +32,7 @@ def get_metadata_source():
 
 def load_params():
     """The data keys that decide which videos are usable (not how they are decoded)."""
-    keys = ("metadata", "root", "format", "positive_label", "group_column")
+    keys = ("metadata", "root", "format", "fvc_filename", "positive_label", "group_column")
     return {k: config["data"][k] for k in keys}
 
 
