@@ -6,6 +6,7 @@ params: fold (int), augment (the config's `augment:` dict); log: one file.
 
 from fvc.augment import augment_fold
 from fvc.log import setup_logging
+from fvc.memory import aggressive_gc
 
 setup_logging(snakemake.log[0])
 augment_fold(
@@ -17,3 +18,4 @@ augment_fold(
     augment_cfg=dict(snakemake.params.augment),
     threads=snakemake.threads,
 )
+aggressive_gc()

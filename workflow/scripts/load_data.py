@@ -10,6 +10,7 @@ import sys
 
 from fvc.data import DataError, load_metadata
 from fvc.log import setup_logging
+from fvc.memory import aggressive_gc
 
 setup_logging(snakemake.log[0])
 try:
@@ -24,3 +25,4 @@ try:
 except DataError as exc:
     logging.getLogger("fvc.load_data").error("%s", exc)
     sys.exit(1)
+aggressive_gc()

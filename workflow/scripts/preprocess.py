@@ -10,6 +10,7 @@ import sys
 
 from fvc.data import DataError, build_clip_cache
 from fvc.log import setup_logging
+from fvc.memory import aggressive_gc
 
 setup_logging(snakemake.log[0])
 try:
@@ -25,3 +26,4 @@ try:
 except DataError as exc:
     logging.getLogger("fvc.preprocess").error("%s", exc)
     sys.exit(1)
+aggressive_gc()

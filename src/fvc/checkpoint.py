@@ -1,0 +1,338 @@
+"""Resume state of one fold: atomic checkpoint files, fingerprints, the resume decision, stopping.
+
+The directory ``runs/<exp>/checkpoints/fold_<k>/`` is deliberately *not* a Snakemake output:
+Snakemake deletes a failed job's outputs before retrying it, which would throw the resume state
+away. It holds ``latest_checkpoint.pt``, ``checkpoint_epoch_<e>.pt`` (the last few) and
+``best_checkpoint.pt``, each written to a temporary file, fsynced and renamed (``fvc.io``) so a
+kill never leaves a half-written file under a final name, and read with
+``torch.load(weights_only=True)`` (so the payload holds only tensors and plain Python values).
+
+Stopping early on purpose (SIGTERM/SIGUSR1 from SLURM, or the job's own time budget running
+out) is decided by :class:`StopControl`; the training loop polls it between steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from fvc.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+LATEST = "latest_checkpoint.pt"
+BEST = "best_checkpoint.pt"
+EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
+TIMELINE = "memory.jsonl"
+#: train keys that change how often/where state is saved, not the trained weights
+OPERATIONAL_TRAIN_KEYS = frozenset(
+    {"num_workers", "checkpoint_every_n_batches", "keep_epoch_checkpoints", "time_margin_s"}
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used (truncated, corrupt, not ours)."""
+
+
+def epoch_path(ckpt_dir: str | os.PathLike[str], epoch: int) -> Path:
+    return Path(ckpt_dir) / f"checkpoint_epoch_{epoch}.pt"
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Atomically write ``state`` with ``torch.save`` (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load with ``weights_only=True``; any failure is a :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a format-{FORMAT} fvc checkpoint")
+    return state
+
+
+def link_or_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Atomically make ``dest`` hold ``src``'s bytes: a hard link (no second write), else a copy."""
+    src, dest = Path(src), Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+
+
+def epoch_checkpoints(ckpt_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of the per-epoch checkpoints, newest first."""
+    d = Path(ckpt_dir)
+    found = [
+        (int(m.group(1)), p)
+        for p in d.glob("checkpoint_epoch_*.pt")
+        if (m := EPOCH_RE.match(p.name))
+    ]
+    return sorted(found, reverse=True)
+
+
+def prune_epoch_checkpoints(ckpt_dir: str | os.PathLike[str], keep: int) -> None:
+    """Delete all but the newest ``keep`` per-epoch checkpoints (a large model's is ~400 MiB)."""
+    for _, path in epoch_checkpoints(ckpt_dir)[max(keep, 1) :]:
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+def file_digest(path: str | os.PathLike[str], full_limit: int = 64 << 20) -> str:
+    """SHA-256 of a file: whole content up to ``full_limit`` bytes, else size + 64 sampled blocks.
+
+    Sampling keeps a resume check on a multi-GB clip cache to milliseconds; regenerated clips
+    differ almost everywhere, and the small parquet files (splits, manifests) are hashed fully.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= full_limit:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            block = 64 << 10
+            for off in np.linspace(0, size - block, 64).astype(np.int64):
+                fh.seek(int(off))
+                h.update(fh.read(block))
+    return h.hexdigest()
+
+
+def fingerprint(
+    fold: int,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    inputs: dict[str, str | os.PathLike[str]],
+) -> str:
+    """Identity of what a fold's training computes: a resume is only valid under the same one.
+
+    Covers the fold, the model and training configuration (without keys that only change how
+    state is saved) and the content of the input files. ``memory:`` settings are left out: they
+    change how batches are computed, not what is computed.
+    """
+    payload = {
+        "format": FORMAT,
+        "fold": int(fold),
+        "model": model_cfg,
+        "train": {k: v for k, v in sorted(train_cfg.items()) if k not in OPERATIONAL_TRAIN_KEYS},
+        "inputs": {name: file_digest(p) for name, p in sorted(inputs.items())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    import fvc
+
+    # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses
+    return {
+        "python": sys.version.split()[0],
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "numpy": str(np.__version__),
+        "fvc": str(fvc.__version__),
+    }
+
+
+# ---------------------------------------------------------------- RNG state
+
+
+def capture_rng() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy-global and python RNG states as weights_only-loadable values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(cuda),
+        "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---------------------------------------------------------------- resume decision
+
+
+@dataclass
+class ResumeDecision:
+    """What :func:`choose_resume` found: a state to resume from (or None) and why."""
+
+    state: dict[str, Any] | None
+    source: Path | None
+    reason: str
+
+
+def set_aside(ckpt_dir: Path) -> Path:
+    """Rename the directory to ``<name>.old-<timestamp>`` (kept for inspection) and recreate it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = ckpt_dir.with_name(f"{ckpt_dir.name}.old-{stamp}")
+    n = 1
+    while dest.exists():
+        dest = ckpt_dir.with_name(f"{ckpt_dir.name}.old-{stamp}-{n}")
+        n += 1
+    ckpt_dir.rename(dest)
+    ckpt_dir.mkdir(parents=True)
+    return dest
+
+
+def clear(ckpt_dir: Path) -> None:
+    """Remove this fold's resume files (a finished fold that is being rerun on purpose)."""
+    for path in [ckpt_dir / LATEST, ckpt_dir / BEST, ckpt_dir / TIMELINE]:
+        path.unlink(missing_ok=True)
+    for _, path in epoch_checkpoints(ckpt_dir):
+        path.unlink(missing_ok=True)
+
+
+def choose_resume(ckpt_dir: str | os.PathLike[str], fp: str) -> ResumeDecision:
+    """Decide between resuming and a fresh start (the directory is prepared for the latter).
+
+    - newest readable checkpoint (latest, else newest epoch checkpoint, with a warning) with the
+      same fingerprint and not complete -> resume from it;
+    - different fingerprint (config or inputs changed) -> fresh, old directory kept aside;
+    - complete (a forced rerun of a finished fold) -> fresh;
+    - nothing readable -> fresh (unreadable files kept aside).
+    """
+    d = Path(ckpt_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    candidates = [d / LATEST] + [p for _, p in epoch_checkpoints(d)]
+    existing = [p for p in candidates if p.exists()]
+    state, source = None, None
+    for path in existing:
+        try:
+            state, source = load_checkpoint(path), path
+            break
+        except CheckpointError as exc:
+            log.warning("%s; falling back to an older checkpoint", exc)
+    if state is None:
+        if existing:
+            old = set_aside(d)
+            return ResumeDecision(
+                None, None, f"no readable checkpoint (kept in {old}); fresh start"
+            )
+        return ResumeDecision(None, None, "no checkpoint; fresh start")
+    if state.get("fingerprint") != fp:
+        old = set_aside(d)
+        return ResumeDecision(
+            None, None, f"config or inputs changed since {source}; previous state kept in {old}"
+        )
+    if state.get("complete"):
+        clear(d)
+        return ResumeDecision(None, None, "previous run of this fold completed; fresh start")
+    where = f"epoch {state['epoch'] + 1} batch {state['batch_in_epoch']}"
+    if state["batch_in_epoch"] == 0:
+        where = f"end of epoch {state['epoch']}"
+    return ResumeDecision(state, source, f"resuming from {source.name} ({where})")
+
+
+# ---------------------------------------------------------------- stopping on purpose
+
+
+def process_start_time() -> float:
+    """When this process started (the job's time budget includes imports and set-up)."""
+    return psutil.Process().create_time()
+
+
+class StopControl:
+    """Stop requests: SIGTERM/SIGUSR1 (SLURM's warning signals) and the job's time budget.
+
+    The handler only sets a flag: the training loop finishes the current step, writes a
+    checkpoint and exits non-zero, so the retried job resumes where this one stopped.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(
+        self,
+        runtime_min: float | None = None,
+        margin_s: float = 120.0,
+        started_at: float | None = None,
+    ):
+        self.started_at = process_start_time() if started_at is None else started_at
+        self.deadline: float | None = None
+        if runtime_min:
+            self.deadline = self.started_at + 60.0 * float(runtime_min) - float(margin_s)
+            left = self.deadline - time.time()
+            log.info(
+                "time budget: runtime %.1f min, margin %.0f s -> checkpoint and stop in %.0f s",
+                runtime_min,
+                margin_s,
+                left,
+            )
+            if left <= 0:
+                log.warning(
+                    "runtime %.1f min minus train.time_margin_s %.0f s leaves no training "
+                    "time: each attempt trains one step; raise the runtime or lower the margin",
+                    runtime_min,
+                    margin_s,
+                )
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def install(self) -> StopControl:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __enter__(self) -> StopControl:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def reason(self) -> str | None:
+        """Why training must stop now, or None."""
+        if self.signal_name:
+            return f"received {self.signal_name}"
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "time budget (resources.runtime minus train.time_margin_s) used up"
+        return None

@@ -1,0 +1,25 @@
+"""Fixtures of the real-fault tests: tiny artifacts and an uninterrupted reference run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from faultkit import MODEL, TRAIN, fold_inputs, weights
+
+from fvc.datasets import write_synthetic_inputs
+from fvc.train import FoldOutputs, fit_fold
+
+
+@pytest.fixture(scope="session")
+def fault_inputs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("fault_in")
+    return write_synthetic_inputs(root, n_videos=96, frames=8, size=48, n_folds=2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def fault_reference(fault_inputs, tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
+    """Final and best weights of an uninterrupted in-process run of TRAIN."""
+    root = tmp_path_factory.mktemp("fault_ref")
+    fit_fold(fold_inputs(fault_inputs), FoldOutputs.in_dir(root / "out"), 0, MODEL, TRAIN, {},
+             root / "ck", threads=1)  # fmt: skip
+    return weights(root)

@@ -1,0 +1,170 @@
+"""Checkpoint files, fingerprints, the resume decision and stop requests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fvc import checkpoint as ckpt
+
+
+def _state(fp: str = "abc", complete: bool = False, epoch: int = 1, batch: int = 0) -> dict:
+    return {
+        "format": ckpt.FORMAT,
+        "fingerprint": fp,
+        "complete": complete,
+        "epoch": epoch,
+        "batch_in_epoch": batch,
+        "model_state": {"w": torch.arange(6.0).view(2, 3)},
+        "history": [{"epoch": 1, "val_loss": 0.5}],
+        "rng": ckpt.capture_rng(),
+    }
+
+
+def test_save_load_roundtrip_with_weights_only(tmp_path) -> None:
+    path = tmp_path / "c.pt"
+    ckpt.save_checkpoint(path, _state())
+    back = torch.load(path, weights_only=True)  # what any consumer does
+    assert torch.equal(back["model_state"]["w"], torch.arange(6.0).view(2, 3))
+    assert back["history"] == [{"epoch": 1, "val_loss": 0.5}]
+    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left
+
+
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path) -> None:
+    path = tmp_path / "latest_checkpoint.pt"
+    ckpt.save_checkpoint(path, _state(epoch=1))
+    with pytest.raises(Exception):  # noqa: B017 - torch.save cannot pickle a lambda
+        ckpt.save_checkpoint(path, {**_state(epoch=2), "bad": lambda: None})
+    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "foreign"])
+def test_damaged_checkpoint_is_a_checkpoint_error(tmp_path, damage: str) -> None:
+    path = tmp_path / "c.pt"
+    ckpt.save_checkpoint(path, _state())
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(bytes(reversed(raw)))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        torch.save({"some": "other file"}, path)
+    with pytest.raises(ckpt.CheckpointError, match=r"c.pt"):
+        ckpt.load_checkpoint(path)
+
+
+def test_rng_capture_restore_reproduces_all_generators(tmp_path) -> None:
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    path = tmp_path / "rng.pt"
+    ckpt.save_checkpoint(path, {"format": ckpt.FORMAT, "rng": ckpt.capture_rng()})
+
+    def draw() -> tuple:
+        return torch.rand(3), np.random.rand(3), random.random(), torch.nn.Dropout()(torch.ones(8))
+
+    first = draw()
+    ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
+    second = draw()
+    assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert first[2] == second[2] and torch.equal(first[3], second[3])
+
+
+def test_fingerprint_tracks_maths_not_bookkeeping(tmp_path) -> None:
+    data = tmp_path / "clips.npy"
+    np.save(data, np.zeros((4, 2, 8, 8, 3), np.uint8))
+    model, train = {"name": "small3d"}, {"lr": 0.01, "epochs": 3, "checkpoint_every_n_batches": 5}
+    base = ckpt.fingerprint(0, model, train, {"clips": data})
+    assert base == ckpt.fingerprint(0, model, train, {"clips": data})
+    for key in ("checkpoint_every_n_batches", "time_margin_s", "keep_epoch_checkpoints"):
+        assert base == ckpt.fingerprint(0, model, {**train, key: 99}, {"clips": data}), key
+    assert base != ckpt.fingerprint(1, model, train, {"clips": data})
+    assert base != ckpt.fingerprint(0, model, {**train, "lr": 0.02}, {"clips": data})
+    assert base != ckpt.fingerprint(0, {"name": "r3d_18"}, train, {"clips": data})
+    np.save(data, np.ones((4, 2, 8, 8, 3), np.uint8))
+    assert base != ckpt.fingerprint(0, model, train, {"clips": data})
+
+
+def test_sampled_digest_of_large_files_sees_rewritten_content(tmp_path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(1 << 20))
+    sampled = ckpt.file_digest(path, full_limit=1 << 16)
+    assert sampled == ckpt.file_digest(path, full_limit=1 << 16)
+    path.write_bytes(os.urandom(1 << 20))
+    assert sampled != ckpt.file_digest(path, full_limit=1 << 16)
+
+
+def test_prune_and_link(tmp_path) -> None:
+    for e in range(1, 6):
+        ckpt.save_checkpoint(ckpt.epoch_path(tmp_path, e), _state(epoch=e))
+    ckpt.prune_epoch_checkpoints(tmp_path, keep=2)
+    assert [e for e, _ in ckpt.epoch_checkpoints(tmp_path)] == [5, 4]
+    ckpt.link_or_copy(ckpt.epoch_path(tmp_path, 5), tmp_path / ckpt.LATEST)
+    ckpt.save_checkpoint(ckpt.epoch_path(tmp_path, 5), _state(epoch=55))  # replaced, not edited
+    assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["epoch"] == 5
+
+
+def test_resume_decisions(tmp_path, caplog) -> None:
+    d = tmp_path / "fold_0"
+    assert ckpt.choose_resume(d, "fp").state is None  # nothing yet
+
+    ckpt.save_checkpoint(d / ckpt.LATEST, _state("fp", epoch=2, batch=3))
+    found = ckpt.choose_resume(d, "fp")
+    assert found.state["batch_in_epoch"] == 3 and "epoch 3 batch 3" in found.reason
+
+    # latest truncated -> newest readable epoch checkpoint, with a warning
+    ckpt.save_checkpoint(ckpt.epoch_path(d, 1), _state("fp", epoch=1))
+    ckpt.save_checkpoint(ckpt.epoch_path(d, 2), _state("fp", epoch=2))
+    (d / ckpt.LATEST).write_bytes((d / ckpt.LATEST).read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="fvc.checkpoint"):
+        found = ckpt.choose_resume(d, "fp")
+    assert found.source.name == "checkpoint_epoch_2.pt" and found.state["epoch"] == 2
+    assert "latest_checkpoint.pt: unreadable" in caplog.text
+
+    # a different fingerprint: fresh start, old state kept aside untouched
+    found = ckpt.choose_resume(d, "other")
+    assert found.state is None and "changed" in found.reason
+    (old,) = tmp_path.glob("fold_0.old-*")
+    assert (old / "checkpoint_epoch_2.pt").exists() and list(d.iterdir()) == []
+
+    # completed (a forced rerun): fresh start, files cleared
+    ckpt.save_checkpoint(d / ckpt.LATEST, _state("other", complete=True))
+    ckpt.save_checkpoint(ckpt.epoch_path(d, 7), _state("other", epoch=7))
+    found = ckpt.choose_resume(d, "other")
+    assert found.state is None and "completed" in found.reason and list(d.iterdir()) == []
+
+    # nothing readable at all: fresh, the unreadable files kept aside for inspection
+    (d / ckpt.LATEST).write_bytes(b"junk")
+    found = ckpt.choose_resume(d, "other")
+    assert found.state is None and "no readable checkpoint" in found.reason
+    assert len(list(tmp_path.glob("fold_0.old-*"))) == 2
+
+
+def test_stop_control_time_budget() -> None:
+    assert ckpt.StopControl().reason() is None  # no budget, no signal
+    now = time.time()
+    stop = ckpt.StopControl(runtime_min=1.0, margin_s=30, started_at=now - 20)  # 10 s left
+    assert stop.reason() is None and 0 < stop.deadline - time.time() <= 10
+    late = ckpt.StopControl(runtime_min=1.0, margin_s=30, started_at=now - 31)
+    assert "time budget" in late.reason()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_control_signals(sig: signal.Signals) -> None:
+    before = signal.getsignal(sig)
+    with ckpt.StopControl() as stop:
+        os.kill(os.getpid(), sig)  # a real signal to this process
+        time.sleep(0.01)
+        assert stop.reason() == f"received {sig.name}"
+    assert signal.getsignal(sig) == before
