@@ -17,7 +17,12 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging(
     log_path: str | os.PathLike[str] | None = None, level: int = logging.INFO
 ) -> None:
-    """Send ``fvc`` logs (and warnings) to ``log_path`` (appending) and to stderr."""
+    """Send ``fvc`` logs (and warnings) to ``log_path`` and to stderr.
+
+    The file is opened for appending, but Snakemake empties a rule's log before each retry:
+    the record across attempts (resume points, stops) is ``memory.jsonl`` in the fold's
+    checkpoint directory and, on SLURM, the plugin's per-job logs.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
