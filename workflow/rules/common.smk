@@ -32,7 +32,14 @@ def get_metadata_source():
 
 def load_params():
     """The data keys that decide which videos are usable (not how they are decoded)."""
-    keys = ("metadata", "root", "format", "fvc_filename", "positive_label", "group_column")
+    keys = (
+        "metadata",
+        "root",
+        "format",
+        "fvc_filename",
+        "positive_label",
+        "group_column",
+    )
     return {k: config["data"][k] for k in keys}
 
 
@@ -48,11 +55,17 @@ def get_fold_outputs(name):
 
 
 def get_final_outputs():
-    """Everything `rule all` asks for: per-fold results too, so that a deleted fold output
-    is regenerated (Snakemake skips missing intermediates whose consumers are up to date)."""
+    """The targets of the all rule, per-fold results included, so that a deleted fold output
+    is regenerated (Snakemake skips missing intermediates whose consumers are up to date).
+    """
     per_fold = [
         get_fold_outputs(name)
-        for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt")
+        for name in (
+            "metrics.json",
+            "predictions.parquet",
+            "history.csv",
+            "best_model.pt",
+        )
     ]
     return [
         *(path for paths in per_fold for path in paths),
