@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 #: Grey levels of successive frames repeat after this many frames.
 VALUE_PERIOD = 25
@@ -30,6 +32,16 @@ def frame_index(grey: float) -> int:
     return round((float(grey) - 40) / 8) % VALUE_PERIOD
 
 
+#: Encoder for a short codec name (anything else is passed to PyAV as the encoder name).
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+#: Quiet, fast settings per encoder (x265 would print its banner to the test output).
+ENCODER_OPTIONS = {
+    "libx264": {"preset": "ultrafast"},
+    "libx265": {"preset": "ultrafast", "x265-params": "log-level=error"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+}
+
+
 def write_video(
     path: str | os.PathLike[str],
     frames: int = 30,
@@ -40,35 +52,44 @@ def write_video(
     gop_size: int = 8,
     faststart: bool = False,
     rotation: int | None = None,
+    pix_fmt: str = "yuv420p",
+    pts_ms: list[int] | None = None,
 ) -> Path:
-    """Encode a small test video (``codec`` h264/libx264, mpeg4, vp9, ...) and return its path."""
+    """Encode a small test video and return its path.
+
+    ``codec``: h264, hevc, vp9, av1, or an FFmpeg encoder name (mpeg4, mjpeg, ffv1, ...); the
+    container follows the file extension. ``pix_fmt`` gray/yuv444p/yuvj420p make grayscale,
+    odd-sized or MJPEG videos; ``pts_ms`` (one timestamp per frame, in ms) makes a variable
+    frame rate video; ``rotation`` writes display-matrix rotation metadata.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if faststart else {}
-    encoder = {"h264": "libx264", "vp9": "libvpx-vp9"}.get(codec, codec)
+    encoder = ENCODERS.get(codec, codec)
     with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(encoder, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.gop_size = gop_size
-        if encoder == "libx264":
-            stream.codec_context.options = {"preset": "ultrafast"}
+        stream.codec_context.options = dict(ENCODER_OPTIONS.get(encoder, {}))
+        if pts_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
         if rotation is not None:
             stream.set_display_rotation(rotation)
         for i in range(frames):
             img = np.full((h, w, 3), frame_value(i), dtype=np.uint8)
             img[: h // 2, : w // 2] = (255, 0, 0)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+            container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
 
 
-@pytest.fixture
-def make_video() -> Callable[..., Path]:
-    """The :func:`write_video` helper: ``make_video(path, frames, w, h, codec="h264", ...)``."""
-    return write_video
-
-
-def _audio_only(path: Path) -> None:
+def write_audio_only(path: str | os.PathLike[str]) -> Path:
+    """A valid AAC file with no video stream (``.mp4`` container)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=16000)
         for i in range(5):
@@ -78,6 +99,28 @@ def _audio_only(path: Path) -> None:
             frame.sample_rate, frame.pts = 16000, i * 1024
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return path
+
+
+def write_bitflipped(src: Path, dest: Path, flips: int = 200) -> Path:
+    """A copy of ``src`` with bytes inverted all over its frame data: opens, fails to decode.
+
+    Flips start 1000 bytes into ``mdat`` (past x264's SEI text in the first packet, so the
+    first frame still decodes) and are spread so that seeking cannot skip them all.
+    """
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(0)
+    start = data.find(b"mdat") + 1000
+    for i in rng.integers(start, len(data) - 2000, flips):
+        data[i] ^= 0xFF
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+@pytest.fixture
+def make_video() -> Callable[..., Path]:
+    """The :func:`write_video` helper: ``make_video(path, frames, w, h, codec="h264", ...)``."""
+    return write_video
 
 
 @pytest.fixture(scope="session")
@@ -96,25 +139,25 @@ def broken_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
     (d / "text.mp4").write_text("this is not a video\n" * 50)
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov at the end: lost
     (d / "truncated_faststart.mp4").write_bytes(data_fs[: len(data_fs) // 2])
-    flipped = bytearray(data)
-    rng = np.random.default_rng(0)
-    start = data.find(b"mdat") + 1000  # past x264's SEI text in the first packet
-    for i in rng.integers(start, len(data) - 2000, 200):  # spread: seeking cannot skip it all
-        flipped[i] ^= 0xFF
-    (d / "bitflip.mp4").write_bytes(bytes(flipped))
-    _audio_only(d / "audio_only.mp4")
+    mkv = write_video(d / "good.mkv", frames=300, w=64, h=48).read_bytes()
+    (d / "truncated.mkv").write_bytes(mkv[: len(mkv) // 2])  # no frame count: duration shows it
+    write_bitflipped(good, d / "bitflip.mp4")
+    write_audio_only(d / "audio_only.mp4")
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(d / "still.jpg")
     probe = "probe"
     return {
         "missing": {"path": d / "missing.mp4", "reason": "missing file", "stage": probe},
         "empty": {"path": d / "empty.mp4", "reason": "empty file", "stage": probe},
-        "random": {"path": d / "random.mp4", "reason": "undecodable", "stage": probe},
-        "text": {"path": d / "text.mp4", "reason": "undecodable", "stage": probe},
+        "random": {"path": d / "random.mp4", "reason": "not a video", "stage": probe},
+        "text": {"path": d / "text.mp4", "reason": "not a video", "stage": probe},
         "truncated": {"path": d / "truncated.mp4", "reason": "undecodable", "stage": probe},
         "truncated_faststart": {
             "path": d / "truncated_faststart.mp4",
             "reason": "truncated",
             "stage": probe,
         },
+        "truncated_mkv": {"path": d / "truncated.mkv", "reason": "truncated", "stage": probe},
+        "still_image": {"path": d / "still.jpg", "reason": "not a video", "stage": probe},
         "audio_only": {"path": d / "audio_only.mp4", "reason": "no video stream", "stage": probe},
         "bitflip": {"path": d / "bitflip.mp4", "reason": "undecodable", "stage": "decode"},
     }

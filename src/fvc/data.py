@@ -5,7 +5,8 @@ list or one folder per class) into ``metadata.parquet`` (one row per usable vide
 probed stream facts) and ``excluded.tsv`` (every unusable row with a reason). ``build_clip_cache``
 decodes each usable video once into one ``clips.npy`` so that later stages never touch video
 files again. Both run the per-video work in ``workers`` processes and write nothing when they
-fail. Formats and label rules are described in docs/artifacts.md.
+fail. Metadata formats live in :mod:`fvc.formats`; docs/data.md describes them and every
+exclusion reason.
 """
 
 from __future__ import annotations
@@ -17,14 +18,21 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fvc.formats import DataError, encode_labels, read_metadata_source
 from fvc.io import atomic_path, write_parquet, write_tsv
 from fvc.video import VideoError, decode_clip, probe_video
+
+__all__ = [
+    "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "load_metadata",
+    "read_metadata_source",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -36,250 +44,46 @@ EXCLUDED_COLUMNS = ["row", "path", "label", "reason"]
 PROBE_KEYS = ["frames", "fps", "width", "height", "codec", "duration"]
 
 
-class DataError(ValueError):
-    """Unusable input data (bad metadata, labels, or too few usable videos); one-line message."""
-
-
-# ----------------------------------------------------------------------------- labels
-
-
-def _label_key(value: Any) -> str:
-    """Normalised class identity of a label as written: case-insensitive, 1.0 == 1."""
-    text = str(value).strip()
-    try:
-        number = float(text)
-        if number.is_integer():
-            return str(int(number))
-    except ValueError:
-        pass
-    return text.lower()
-
-
-def encode_labels(
-    names: list[str], positive_label: str, source: str, rows: list[int]
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Map label names to 1 (positive) / 0 and return the class display names.
-
-    The positive class is the value equal to ``positive_label`` (case-insensitive); the one
-    other value is negative. Without such a value, 0/1 labels are taken as they are. A third
-    value, an empty label, or two string labels none of which is ``positive_label`` raise
-    :class:`DataError` naming the row.
-    """
-    keys = [_label_key(n) for n in names]
-    for name, row in zip(names, rows, strict=True):
-        if not str(name).strip() or str(name).strip().lower() == "nan":
-            raise DataError(f"{source}: row {row}: empty label")
-    pos_key = _label_key(positive_label)
-    distinct = list(dict.fromkeys(keys))
-    if pos_key not in distinct and set(distinct) <= {"0", "1"}:
-        pos_key = "1"  # 0/1 labels: 1 is the positive class
-    elif pos_key not in distinct and len(distinct) == 2:
-        raise DataError(
-            f"{source}: positive_label {positive_label!r} matches none of the labels "
-            f"{sorted(str(n).strip() for n in dict.fromkeys(names))}; set data.positive_label"
-        )
-    seen: list[str] = [pos_key]
-    for i, key in enumerate(keys):
-        if key in seen:
-            continue
-        if len(seen) == 2:
-            raise DataError(
-                f"{source}: row {rows[i]}: label {str(names[i]).strip()!r} is a third class "
-                f"(positive_label {positive_label!r} and "
-                f"{str(names[keys.index(seen[1])]).strip()!r} already seen); labels must be binary"
-            )
-        seen.append(key)
-    others = seen[1:]
-    labels = np.array([1 if k == pos_key else 0 for k in keys], dtype=np.int8)
-    first = {k: str(n).strip() for k, n in reversed(list(zip(keys, names, strict=True)))}
-    negative = first[others[0]] if others else f"not {positive_label}"
-    return labels, {1: first.get(pos_key, str(positive_label)), 0: negative}
-
-
-# ----------------------------------------------------------------------------- metadata formats
-
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv"}
-    | {".3gp", ".ts", ".mts", ".ogv"}
-)
-_SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-_PARQUET = {".parquet", ".pq"}
-_LISTS = {".txt", ".lst", ".list"}
-
-
-def _read_any_table(path: Path) -> pd.DataFrame:
-    """CSV/TSV/Parquet by extension, every value as text (labels stay as written)."""
-    ext = path.suffix.lower()
-    if ext in _PARQUET:
-        df = pd.read_parquet(path)
-        df = df.astype("string").fillna("").astype(object)
-    elif ext in _SEPARATORS:
-        try:
-            df = pd.read_csv(path, sep=_SEPARATORS[ext], dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{path}: not a readable table: {first}") from None
-    else:
-        raise DataError(f"{path}: unknown table extension {ext!r} (use .csv, .tsv or .parquet)")
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
-def _require(df: pd.DataFrame, path: Path, needed: list[str]) -> pd.DataFrame:
-    """Rename ``needed`` columns case-insensitively; a missing one is a DataError naming all."""
-    lower = {c.lower(): c for c in df.columns}
-    missing = [n for n in needed if n not in df.columns and n.lower() not in lower]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; columns found: {list(df.columns)}")
-    return df.rename(columns={lower[n.lower()]: n for n in needed if n not in df.columns})
-
-
-def _read_table(path: Path, cfg: dict[str, Any]) -> pd.DataFrame:
-    """A table with ``path`` and ``label`` columns (any others are kept, e.g. the group)."""
-    return _require(_read_any_table(path), path, ["path", "label"])
-
-
-def _url_id(url: str) -> str:
-    """A file-name-safe id for a video URL: YouTube's ``v=``/youtu.be id, else the last segment."""
-    from urllib.parse import parse_qs, urlparse
-
-    parsed = urlparse(url.strip())
-    query = parse_qs(parsed.query)
-    if query.get("v"):
-        ident = query["v"][0]
-    else:
-        segments = [s for s in parsed.path.split("/") if s]
-        ident = segments[-1] if segments else parsed.netloc
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in ident) or "video"
-
-
-def _read_fvc(path: Path, cfg: dict[str, Any]) -> pd.DataFrame:
-    """FVC.csv (``cascade_id, video_url, label``): map each URL to a local file.
-
-    A ``path`` column wins; otherwise ``data.fvc_filename`` (default ``{url_id}.mp4``) is
-    formatted with the row's columns plus ``url_id`` and ``row``. ``cascade_id`` (near-duplicate
-    reposts of one video) becomes the group, so reposts never straddle folds.
-    """
-    df = _require(_read_any_table(path), path, ["video_url", "label"])
-    if "path" not in df.columns:
-        pattern = str(cfg.get("fvc_filename") or "{url_id}.mp4")
-        paths = []
-        for row, rec in enumerate(df.to_dict("records"), 1):
-            try:
-                paths.append(pattern.format(**rec, url_id=_url_id(rec["video_url"]), row=row))
-            except (KeyError, IndexError, ValueError) as exc:
-                raise DataError(
-                    f"{path}: data.fvc_filename {pattern!r} cannot be filled for row {row}: "
-                    f"{exc!r}; columns: {list(df.columns)}"
-                ) from None
-        df["path"] = paths
-    group_col = cfg.get("group_column")
-    if group_col and group_col not in df.columns and "cascade_id" in df.columns:
-        df[group_col] = df["cascade_id"]
-    return df
-
-
-def _read_list(path: Path, cfg: dict[str, Any]) -> pd.DataFrame:
-    """MMAction2 / PySlowFast list: one ``path label`` per line (# comments, blank lines ok).
-
-    ``row`` is the line number, so error messages point at the line to fix.
-    """
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            parts = text.rsplit(None, 1)
-            if len(parts) != 2:
-                raise DataError(f"{path}: line {number}: expected 'path label', got {text!r}")
-            records.append({"row": number, "path": parts[0], "label": parts[1]})
-    return pd.DataFrame(records, columns=["row", "path", "label"])
-
-
-def _read_folders(path: Path, cfg: dict[str, Any]) -> pd.DataFrame:
-    """One sub-folder per class (``root/real/*.mp4``, ``root/fake/*.mp4``), searched recursively."""
-    classes = {}
-    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            f for f in sub.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file()
-        )
-        if files:
-            classes[sub.name] = files
-    if len(classes) != 2:
-        raise DataError(
-            f"{path}: expected 2 class folders with videos ({sorted(VIDEO_EXTENSIONS)}), found "
-            f"{len(classes)}: {list(classes)}"
-        )
-    records = [{"path": str(f), "label": name} for name, files in classes.items() for f in files]
-    return pd.DataFrame(records, columns=["path", "label"])
-
-
-def _detect_format(path: Path) -> str:
-    """Guess the metadata format from the path and the header line."""
-    if path.is_dir():
-        return "folders"
-    ext = path.suffix.lower()
-    if ext in _LISTS:
-        return "list"
-    if ext in _PARQUET:
-        import pyarrow.parquet as pq
-
-        columns = {c.lower() for c in pq.read_schema(path).names}
-    elif ext in _SEPARATORS:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            header = fh.readline().strip()
-        columns = {c.strip().lower() for c in header.split(_SEPARATORS[ext])}
-        if len(columns) == 1 and len(header.split()) == 2 and "path" not in columns:
-            return "list"  # headerless 'path label' lines
-    else:
-        raise DataError(f"{path}: cannot tell the metadata format; set data.format")
-    if "video_url" in columns and "path" not in columns:
-        return "fvc"
-    return "table"
-
-
-_READERS: dict[str, Callable[[Path, dict[str, Any]], pd.DataFrame]] = {
-    "table": _read_table, "fvc": _read_fvc, "list": _read_list, "folders": _read_folders,
-}  # fmt: skip
-
-
-def read_metadata_source(
-    metadata_path: str | os.PathLike[str], cfg: dict[str, Any]
-) -> pd.DataFrame:
-    """Read any supported metadata format into ``row, path (absolute), label`` (+ extra columns).
-
-    ``row`` is the 1-based data row (line number for list files). Relative paths are resolved
-    against ``data.root`` or, when that is null, the metadata file's folder.
-    """
-    path = Path(metadata_path)
-    if not path.exists():
-        raise DataError(f"{path}: metadata not found")
-    fmt = str(cfg.get("format") or "auto")
-    if fmt == "auto":
-        fmt = _detect_format(path)
-    if fmt not in _READERS:
-        raise DataError(f"data.format: {fmt!r} is not one of auto, {', '.join(_READERS)}")
-    if fmt == "folders" and not path.is_dir():
-        raise DataError(f"{path}: data.format is 'folders' but this is not a folder")
-    df = _READERS[fmt](path, cfg)
-    if "row" not in df.columns:
-        df.insert(0, "row", np.arange(1, len(df) + 1))
-    base = Path(
-        os.path.expanduser(str(cfg.get("root") or (path if path.is_dir() else path.parent)))
-    )
-    resolved = []
-    for row, p in zip(df["row"], df["path"].astype(str), strict=True):
-        if not p.strip() or p.strip().lower() == "nan":
-            raise DataError(f"{path}: row {row}: empty path")
-        resolved.append(os.path.abspath(os.path.join(base, os.path.expanduser(p.strip()))))
-    df["path"] = resolved
-    df["row"] = df["row"].astype(int)
-    log.info("metadata %s read as %s: %d rows", path, fmt, len(df))
-    return df
-
-
 # ----------------------------------------------------------------------------- parallel map
+
+#: Seconds between two progress lines in the log.
+PROGRESS_EVERY_S = 10.0
+_BAR = 20
+
+
+class Progress:
+    """A progress bar for log files: one plain line every ``every_s`` seconds and at the end.
+
+    ``decode: [#####...............] 250/1000 videos (25%), 41.7 videos/s, elapsed 0:00:06,
+    ETA 0:00:18``. Lines (not a carriage-return bar) stay readable in a Snakemake log file
+    and in SLURM's captured stderr.
+    """
+
+    def __init__(self, what: str, total: int, every_s: float | None = None) -> None:
+        self.what, self.total = what, total
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.start = self.last = time.monotonic()
+
+    def line(self, done: int, now: float | None = None) -> str:
+        """The progress line for ``done`` of ``total`` items."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        frac = done / self.total if self.total else 1.0
+        filled = round(frac * _BAR)
+        eta = timedelta(seconds=round((self.total - done) / rate)) if rate > 0 else "?"
+        return (
+            f"{self.what}: [{'#' * filled}{'.' * (_BAR - filled)}] {done}/{self.total} videos "
+            f"({100 * frac:.0f}%), {rate:.1f} videos/s, "
+            f"elapsed {timedelta(seconds=round(elapsed))}, ETA {eta}"
+        )
+
+    def update(self, done: int) -> None:
+        """Log a line if ``every_s`` passed since the last one, or when everything is done."""
+        now = time.monotonic()
+        if done >= self.total or now - self.last >= self.every_s:
+            self.last = now
+            log.info("%s", self.line(done, now))
 
 
 def _ordered_map(
@@ -288,24 +92,15 @@ def _ordered_map(
     """``map(fn, items)`` in order over ``workers`` forked processes, with bounded look-ahead.
 
     At most ``4 * workers`` results are pending, so memory stays flat however many items there
-    are. Fork (not spawn) because rule scripts have no ``__main__`` guard. Progress goes to the
-    log every ~10 s as plain lines that stay readable in a log file.
+    are. Fork (not spawn) because rule scripts have no ``__main__`` guard. Progress (counts,
+    rate, ETA) goes to the log every :data:`PROGRESS_EVERY_S` seconds.
     """
-    total, start, last_log = len(items), time.monotonic(), time.monotonic()
-
-    def progress(done: int) -> None:
-        nonlocal last_log
-        now = time.monotonic()
-        if done == total or now - last_log >= 10:
-            last_log = now
-            rate = done / max(now - start, 1e-9)
-            log.info("%s: %d/%d videos (%.0f%%), %.1f videos/s", what, done, total,
-                     100 * done / max(total, 1), rate)  # fmt: skip
-
-    if workers <= 1 or total <= 1:
+    progress = Progress(what, len(items))
+    log.info("%s: %d videos on %d worker process(es)", what, len(items), workers)
+    if workers <= 1 or len(items) <= 1:
         for done, item in enumerate(items, 1):
             yield fn(item)
-            progress(done)
+            progress.update(done)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
         pending: deque = deque()
@@ -322,7 +117,17 @@ def _ordered_map(
                 break
             done += 1
             yield result
-            progress(done)
+            progress.update(done)
+
+
+def _unexpected(path: str, what: str, exc: Exception) -> DataError:
+    """A one-line error naming the video for a failure that is not a known kind of broken file.
+
+    Such an error stops the stage (it may be a bug or a resource problem, not the file): the
+    video is neither excluded silently nor replaced.
+    """
+    msg = " ".join(str(exc).split()) or "no message"
+    return DataError(f"{path}: unexpected {type(exc).__name__} while {what}: {msg}")
 
 
 def _probe_one(path: str) -> dict[str, Any] | str:
@@ -331,6 +136,8 @@ def _probe_one(path: str) -> dict[str, Any] | str:
         return probe_video(path)
     except VideoError as exc:
         return exc.reason
+    except Exception as exc:
+        raise _unexpected(path, "probing", exc) from None
 
 
 # ----------------------------------------------------------------------------- load_metadata
@@ -380,23 +187,24 @@ def load_metadata(
         table["group"] = table["video_id"]
 
     excluded: list[dict[str, Any]] = []
-    first_row: dict[str, tuple[int, int, str]] = {}
+    first_row: dict[str, tuple[int, int, str, str]] = {}
     keep = []
     for i, (row, path, label, name) in enumerate(
         zip(rows, table["path"], table["label"], table["label_name"], strict=True)
     ):
-        key = os.path.realpath(path)
+        key = os.path.realpath(path)  # a symlink or ../ spelling is still the same video
         if key in first_row:
-            frow, flabel, fname = first_row[key]
+            frow, flabel, fname, fpath = first_row[key]
             if flabel != label:
+                also = f" (as {fpath} and {path})" if fpath != path else ""
                 raise DataError(
-                    f"{source}: rows {frow} and {row} list the same video {path} with different "
-                    f"labels ({fname!r} and {name!r})"
+                    f"{source}: rows {frow} and {row} list the same video {key} with different "
+                    f"labels ({fname!r} and {name!r}){also}; fix one of the two rows"
                 )
             excluded.append({"row": row, "path": path, "label": name,
                              "reason": f"duplicate of row {frow}"})  # fmt: skip
         else:
-            first_row[key] = (row, int(label), name)
+            first_row[key] = (row, int(label), name, path)
             keep.append(i)
     table = table.iloc[keep].reset_index(drop=True)
 
@@ -445,6 +253,8 @@ def _decode_one(task: tuple[str, int, int, int, str]) -> tuple[np.ndarray | None
         return clip, padded, ""
     except VideoError as exc:
         return None, False, exc.reason
+    except Exception as exc:
+        raise _unexpected(path, "decoding", exc) from None
 
 
 def _npy_offset(path: Path, shape: tuple[int, ...]) -> int:

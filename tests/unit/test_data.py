@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import fvc.data
 from fvc.data import (
     EXCLUDED_COLUMNS,
     METADATA_COLUMNS,
     DataError,
+    Progress,
     build_clip_cache,
     load_metadata,
     read_metadata_source,
@@ -202,3 +205,74 @@ def test_clip_cache_matches_decode_and_is_deterministic(videos: Path, tmp_path: 
     assert len(excl) == 5 and np.load(tmp_path / "y.npy").shape[0] == 5
     assert np.array_equal(np.load(tmp_path / "y.npy"), clips[:5])
     assert pd.read_csv(tmp_path / "y.tsv", sep="\t")["reason"].str.startswith("too short").all()
+
+
+def test_progress_line_has_counts_rate_and_eta() -> None:
+    progress = Progress("decode", 100)
+    line = progress.line(25, now=progress.start + 5.0)
+    assert line == (
+        "decode: [#####...............] 25/100 videos (25%), 5.0 videos/s, "
+        "elapsed 0:00:05, ETA 0:00:15"
+    )
+    assert progress.line(0, now=progress.start + 1).endswith("ETA ?")
+
+
+def test_stages_log_progress_to_the_end(
+    videos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    meta = videos / "progress.csv"
+    _table(GOOD).to_csv(meta, index=False)
+    with caplog.at_level(logging.INFO, logger="fvc.data"):
+        _load(tmp_path, meta, workers=2)
+        build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
+                         tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA, workers=2)  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records]
+    for stage in ("probe", "decode"):
+        assert f"{stage}: 6 videos on 2 worker process(es)" in lines
+        assert any(
+            m.startswith(f"{stage}: [####################] 6/6 videos (100%)") for m in lines
+        )
+
+
+@pytest.mark.parametrize("stage", ["probe", "decode"])
+def test_unexpected_errors_stop_the_stage_naming_the_video(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """Not a known kind of broken file (a bug, a resource problem): stop, never skip silently."""
+    meta = videos / "unexpected.csv"
+    _table(GOOD).to_csv(meta, index=False)
+
+    def boom(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("a3.mp4"):
+            raise TypeError("something odd\nhappened")
+        return real(path, *args, **kwargs)
+
+    if stage == "probe":
+        real = fvc.data.probe_video
+        monkeypatch.setattr(fvc.data, "probe_video", boom)
+        with pytest.raises(DataError, match=r"a3\.mp4: unexpected TypeError while probing: "
+                                            r"something odd happened"):  # fmt: skip
+            _load(tmp_path, meta, workers=2)  # forked workers inherit the patch
+    else:
+        _load(tmp_path, meta)
+        real = fvc.data.decode_clip
+        monkeypatch.setattr(fvc.data, "decode_clip", boom)
+        with pytest.raises(DataError, match=r"a3\.mp4: unexpected TypeError while decoding"):
+            build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
+                             tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA)  # fmt: skip
+        assert not (tmp_path / "c.npy").exists() and not (tmp_path / "c.parquet").exists()
+
+
+@pytest.mark.timeout(120)
+def test_forked_decoders_after_decoding_in_the_parent_do_not_deadlock(
+    videos: Path, tmp_path: Path
+) -> None:
+    """swscale state made in the parent must not be reused by forked workers (it hung once)."""
+    meta = videos / "fork.csv"
+    _table(GOOD).to_csv(meta, index=False)
+    _load(tmp_path, meta)
+    decode_clip(videos / "videos/a0.mp4", 4, 16)  # the parent now holds a scaler
+    index = build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
+                             tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA,
+                             workers=2)  # fmt: skip
+    assert len(index) == len(GOOD)

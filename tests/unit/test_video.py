@@ -104,8 +104,9 @@ def test_seeking_gives_the_same_frames_as_sequential_decoding(
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing", "empty", "random", "text", "truncated", "truncated_faststart", "audio_only"],
-)
+    ["missing", "empty", "random", "text", "truncated", "truncated_faststart", "truncated_mkv",
+     "still_image", "audio_only"],
+)  # fmt: skip
 def test_probe_rejects_broken_files(broken_videos: dict[str, dict[str, Any]], kind: str) -> None:
     case = broken_videos[kind]
     with pytest.raises(VideoError) as err:
@@ -142,3 +143,48 @@ def test_video_error_survives_pickling() -> None:
 
     err = pickle.loads(pickle.dumps(VideoError("/x.mp4", "empty file")))
     assert (err.path, err.reason, str(err)) == ("/x.mp4", "empty file", "/x.mp4: empty file")
+
+
+def test_reasons_carry_ffmpegs_own_explanation(broken_videos: dict[str, dict[str, Any]]) -> None:
+    """A cut non-faststart MP4 says why it is undecodable; junk is 'not a video'."""
+    for _ in range(2):  # the same FFmpeg message twice in a row is not swallowed as a repeat
+        with pytest.raises(VideoError, match=r"undecodable: .*\(moov atom not found\)"):
+            probe_video(broken_videos["truncated"]["path"])
+    with pytest.raises(VideoError, match="not a video: no known container format"):
+        probe_video(broken_videos["random"]["path"])
+    with pytest.raises(VideoError, match="not a video: FFmpeg reads it as 'jpeg_pipe'"):
+        probe_video(broken_videos["still_image"]["path"])
+    with pytest.raises(VideoError, match=r"truncated: frames cover [\d.]+ of 12.00 s"):
+        probe_video(broken_videos["truncated_mkv"]["path"])
+
+
+def test_text_file_is_not_taken_for_an_ansi_art_video(tmp_path: Path) -> None:
+    """FFmpeg's tty demuxer 'opens' any text file as a video; it must not be used as one."""
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n" * 100)
+    with pytest.raises(VideoError, match="not a video: FFmpeg reads it as 'tty'"):
+        probe_video(path)
+
+
+def test_ffmpeg_logging_is_restored_and_quiet(
+    broken_videos: dict[str, dict[str, Any]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Capturing FFmpeg's reasons neither leaks its log level nor prints to the terminal."""
+    import av.logging
+
+    before = (av.logging.get_level(), av.logging.get_skip_repeated())
+    for kind in ("truncated", "random", "bitflip"):
+        with pytest.raises(VideoError):
+            decode_clip(broken_videos[kind]["path"], 8, 16)
+    assert (av.logging.get_level(), av.logging.get_skip_repeated()) == before
+    out, err = capfd.readouterr()
+    assert "moov" not in out + err and "NAL" not in out + err
+
+
+def test_unknown_frame_count_is_counted_and_long_mkv_is_not_truncated(clips_dir: Path) -> None:
+    """Matroska stores no frame count: the demuxed packets give it, and an intact file whose
+    packets cover the declared duration is not mistaken for a truncated one."""
+    path = write_video(clips_dir / "full.mkv", frames=300, fps=30)
+    info = probe_video(path)
+    assert info["frames"] == 300
+    assert info["duration"] == pytest.approx(10.0, abs=0.05)
