@@ -36,6 +36,7 @@ format: venv
 
 bench: venv
 	$(BIN)/python bench/gc_overhead.py
+	$(BIN)/python bench/preprocess_scaling.py
 
 clean:
 	rm -rf runs .snakemake report.html

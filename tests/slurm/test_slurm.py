@@ -129,7 +129,7 @@ def test_time_limit_signal_checkpoint_retry_resume(tmp_path: Path) -> None:
     # ~60 s of training: more than attempt 1 can do whatever the machine's speed.
     epochs = max(30, math.ceil(60 / seconds_per_epoch(project)))
     new_cfg = yaml.safe_load((project / "tiny.yaml").read_text())
-    new_cfg["train"].update(epochs=epochs, time_margin_s=15)
+    new_cfg["train"].update(epochs=epochs, time_margin_s=0)
     (project / "tiny.yaml").write_text(yaml.safe_dump(new_cfg))
     # Attempt 1: `sbatch -t 1 --signal=TERM@10`. SLURM checks time limits every 30 s, so the
     # SIGTERM comes 20-50 s into the job, always before the script's own budget (60 s - 15 s
