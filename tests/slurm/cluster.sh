@@ -32,12 +32,26 @@ die() {
 }
 log() { echo "cluster.sh: $*" >&2; }
 
-pid_alive() { [[ -f "$1" ]] && [[ -d "/proc/$(cat "$1")" ]]; }
+# A pid file is only trusted when that pid is alive (not a zombie) and runs the daemon it names:
+# after the daemons were killed (a finished session, a reboot) the pid may be a zombie or reused.
+pid_alive() { # pidfile [daemon name; default: the pid file's base name]
+	local pid name=${2:-$(basename "$1" .pid)}
+	[[ -f "$1" ]] || return 1
+	pid=$(cat "$1" 2>/dev/null) || return 1
+	[[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/stat" ]] || return 1
+	[[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
+	[[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name"* ]]
+}
+
+# SLURM clients wait a long time for a dead controller or munged: never let one hang setup.
+scontrol() { timeout 10 "$(type -P scontrol)" "$@"; }
+sinfo() { timeout 10 "$(type -P sinfo)" "$@"; }
+munge_works() { timeout 5 munge -n 2>/dev/null | timeout 5 unmunge >/dev/null 2>&1; }
 
 node_state() { sinfo -h -n "$NODE" -o %T 2>/dev/null | head -n1 || true; }
 
 healthy() {
-	pid_alive "$STATE_DIR/munged.pid" && pid_alive "$STATE_DIR/slurmctld.pid" &&
+	munge_works && pid_alive "$STATE_DIR/slurmctld.pid" &&
 		pid_alive "$STATE_DIR/slurmd.pid" && scontrol ping >/dev/null 2>&1 &&
 		[[ "$(node_state)" =~ ^(idle|mixed|allocated|completing)$ ]]
 }
@@ -123,7 +137,12 @@ EOF
 }
 
 start_munge() {
-	pid_alive "$STATE_DIR/munged.pid" && return 0
+	if pid_alive "$STATE_DIR/munged.pid" && munge_works; then
+		return 0
+	fi
+	# A dead or stuck munged from an earlier start: clear it and its stale pid/socket files.
+	pkill -9 -x munged 2>/dev/null || true
+	rm -f /run/munge/munged.pid /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
 	if [[ ! -s /etc/munge/munge.key ]]; then
 		dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
 	fi
@@ -164,9 +183,14 @@ start_slurm() {
 	# Restart both: a config change needs it, and a half-started cluster is not worth repairing.
 	stop_pid slurmd
 	stop_pid slurmctld
+	# Strays not in our pid files (an earlier, killed run) would hold the ports.
+	pkill -9 -x slurmd 2>/dev/null || true
+	pkill -9 -x slurmctld 2>/dev/null || true
 	# -i: ignore state files of an older configuration.
 	/usr/sbin/slurmctld -i || die "slurmctld failed to start (see $STATE_DIR/slurmctld.log)"
-	for _ in $(seq $((TIMEOUT * 5))); do
+	# After an unclean stop slurmctld can take about a minute before it answers (seen here).
+	local deadline=$((SECONDS + 2 * TIMEOUT))
+	while ((SECONDS < deadline)); do
 		scontrol ping >/dev/null 2>&1 && break
 		sleep 0.2
 	done
