@@ -39,7 +39,22 @@ RUN = Path("runs/tiny")
 TINY = ["--configfile", "tiny.yaml"]  # last on the command line: --configfile takes a list
 LARGER = {"data": {"size": 64, "num_frames": 8}}  # ~1 s per epoch instead of ~0.1 s
 EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
-RESUME_LINE = re.compile(r"fold (\d+): resuming from \S+ \(epoch (\d+) batch (\d+)\)")
+RESUME_LINE = re.compile(
+    r"fold \d+: resuming from \S+ \((?:epoch (\d+) batch (\d+)|end of epoch (\d+))\)"
+)
+
+
+def resume_point(log: str) -> tuple[str, str] | None:
+    """(epoch, batch) a job resumed at; "end of epoch E" is the same point as epoch E+1 batch 0
+    (a stop that lands between epochs, e.g. a scancel during validation)."""
+    m = RESUME_LINE.search(log)
+    if m is None:
+        return None
+    if m.group(3) is not None:
+        return str(int(m.group(3)) + 1), "0"
+    return m.group(1), m.group(2)
+
+
 STARTED = re.compile(r"fold \d+: (no checkpoint; fresh start|resuming from)")
 
 
@@ -149,10 +164,10 @@ def test_time_limit_signal_checkpoint_retry_resume(tmp_path: Path) -> None:
     first, second = (job_log(project, j) for j in train)
     assert STARTED.search(first), "attempt 1 never started training"
     assert "fold 0: received SIGTERM; checkpoint written" in first, first[-3000:]
-    m = RESUME_LINE.search(second)
-    assert m, f"attempt 2 did not resume:\n{second[-3000:]}"
+    resumed = resume_point(second)
+    assert resumed, f"attempt 2 did not resume:\n{second[-3000:]}"
     stop = re.search(r"checkpoint written at epoch (\d+) batch (\d+)", first)
-    assert (m.group(2), m.group(3)) == stop.groups(), "resumed elsewhere than it stopped"
+    assert resumed == stop.groups(), "resumed elsewhere than it stopped"
     assert_each_epoch_trained_once(project, train, epochs)
     assert json.loads((project / RUN / "fold_0/metrics.json").read_text())["fold"] == 0
 
@@ -199,6 +214,6 @@ def test_scancel_then_rerun_resumes_and_dry_run_lists_rest(tmp_path: Path) -> No
     out = SnakemakeRun(project, [*profile_args(), *TINY], "rerun").check(timeout=600)
     train = [j for j in squeue_jobs(run_ids(out)) if j.rule == "train"]
     assert [j.wildcards for j in train] == ["0"], "only the cancelled fold runs again"
-    assert RESUME_LINE.search(job_log(project, train[0])), job_log(project, train[0])[-3000:]
+    assert resume_point(job_log(project, train[0])), job_log(project, train[0])[-3000:]
     assert_each_epoch_trained_once(project, [job, *train], 15)
     assert (project / RUN / "kfold_results.feather").exists()
