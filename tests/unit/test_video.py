@@ -138,10 +138,19 @@ def test_bitflipped_file_fails_while_decoding(broken_videos: dict[str, dict[str,
         decode_clip(path, 8, 16, frames_hint=300)
 
 
-def test_video_error_survives_pickling() -> None:
-    import pickle
+def _raise_video_error() -> None:
+    raise VideoError("/x.mp4", "empty file")
 
-    err = pickle.loads(pickle.dumps(VideoError("/x.mp4", "empty file")))
+
+def test_video_error_crosses_a_process_boundary() -> None:
+    """Decoder workers raise VideoError in another process: path and reason must arrive intact."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=fork) as pool, pytest.raises(VideoError) as info:
+        pool.submit(_raise_video_error).result()
+    err = info.value
     assert (err.path, err.reason, str(err)) == ("/x.mp4", "empty file", "/x.mp4: empty file")
 
 
