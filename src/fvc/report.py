@@ -84,8 +84,8 @@ def aggregate_folds(
         )
 
     pooled = binary_metrics(preds["label"].to_numpy(), preds["prob_fake"].to_numpy())
-    mean_row = table.set_index("fold").loc["mean"]
-    std_row = table.set_index("fold").loc["std"]
+    stats = table.set_index("fold")
+    mean_row, std_row = stats.loc["mean"], stats.loc["std"]
     summary: dict[str, Any] = {
         "n_folds": len(per_fold),
         "n_videos": len(preds),
