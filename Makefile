@@ -37,6 +37,7 @@ format: venv
 bench: venv
 	$(BIN)/python bench/gc_overhead.py
 	$(BIN)/python bench/preprocess_scaling.py
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf runs .snakemake report.html

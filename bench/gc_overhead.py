@@ -29,17 +29,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from synthetic import write_synthetic_inputs  # bench/synthetic.py
 
 from fvc import checkpoint as ckpt
-from fvc.datasets import load_fold, write_synthetic_inputs
+from fvc.datasets import input_norm, load_fold
+from fvc.fold_state import Position, Run
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.models import build_model
-from fvc.train import Progress, Run, train_one_epoch
+from fvc.train import train_one_epoch
 
 POLICIES = {
     "default": MemoryPolicy(),
     "no-freeze": MemoryPolicy(gc_freeze=False),
-    "none": MemoryPolicy(gc_every_n_batches=0, empty_cache_every_n_batches=0, gc_freeze=False),
+    "none": MemoryPolicy(gc_every_n_batches=0, gc_freeze=False),
 }
 
 
@@ -65,11 +67,11 @@ def time_epoch(
     """(loop seconds, seconds of it in GC) for one epoch under ``policy``, set up as fit_fold."""
     gc.unfreeze()
     run.policy = policy
-    run.prog = Progress(micro_batch_size=len(batches[0]), eval_batch_size=len(batches[0]))
+    run.pos = Position(micro_batch_size=len(batches[0]), eval_batch_size=len(batches[0]))
     policy.setup_done()
     clock.total, clock.enabled = 0.0, True
     start = time.perf_counter()
-    train_one_epoch(run, data, batches, ckpt.StopControl(), save=lambda: None)
+    train_one_epoch(run, data, batches, ckpt.StopControl())
     elapsed = time.perf_counter() - start
     clock.enabled = False
     gc.unfreeze()
@@ -93,9 +95,10 @@ def main() -> None:
         )
         torch.manual_seed(0)
         model = build_model({"name": "small3d"})
-        run = Run(model, torch.optim.AdamW(model.parameters()), None, None, torch.device("cpu"),
-                  False, torch.ones(2), POLICIES["none"], MemoryLog(Path(tmp) / "m.jsonl"),
-                  Progress(16, 16))  # fmt: skip
+        cpu = torch.device("cpu")
+        run = Run(model, torch.optim.AdamW(model.parameters()), None, None, cpu, "off",
+                  torch.ones(2), input_norm(cpu), POLICIES["none"],
+                  MemoryLog(Path(tmp) / "m.jsonl"), Position(16, 16))  # fmt: skip
         batches = [np.arange(i, i + 16) % len(data.train) for i in range(0, 16 * args.batches, 16)]
         clock = GcClock()
         time_epoch(run, data.train, batches[:3], POLICIES["none"], clock)  # warm-up (oneDNN)

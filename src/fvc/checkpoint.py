@@ -2,10 +2,11 @@
 
 The directory ``runs/<exp>/checkpoints/fold_<k>/`` is deliberately *not* a Snakemake output:
 Snakemake deletes a failed job's outputs before retrying it, which would throw the resume state
-away. It holds ``latest_checkpoint.pt``, ``checkpoint_epoch_<e>.pt`` (the last few) and
-``best_checkpoint.pt``, each written to a temporary file, fsynced and renamed (``fvc.io``) so a
-kill never leaves a half-written file under a final name, and read with
-``torch.load(weights_only=True)`` (so the payload holds only tensors and plain Python values).
+away. It holds ``latest_checkpoint.pt`` and ``checkpoint_epoch_<e>.pt`` (the last few, plus
+the best epoch's, which holds the best weights: they are stored once), each written to a
+temporary file, fsynced and renamed (``fvc.io``) so a kill never leaves a half-written file under
+a final name, and read with ``torch.load(weights_only=True)`` (so the payload holds only tensors
+and plain Python values). :class:`Checkpointer` writes the periodic ones in a background thread.
 
 Stopping early on purpose (SIGTERM/SIGUSR1 from SLURM, or the job's own time budget running
 out) is decided by :class:`StopControl`; the training loop polls it between steps.
@@ -36,14 +37,20 @@ from fvc.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: no second copy of the best weights (the best epoch's checkpoint is kept)
 LATEST = "latest_checkpoint.pt"
-BEST = "best_checkpoint.pt"
 EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
 TIMELINE = "memory.jsonl"
 #: train keys that change how often/where state is saved, not the trained weights
 OPERATIONAL_TRAIN_KEYS = frozenset(
-    {"num_workers", "checkpoint_every_n_batches", "keep_epoch_checkpoints", "time_margin_s"}
+    {
+        "num_workers",
+        "checkpoint_every_n_batches",
+        "checkpoint_every_s",
+        "keep_epoch_checkpoints",
+        "time_margin_s",
+        "device",
+    }
 )
 
 
@@ -99,10 +106,13 @@ def epoch_checkpoints(ckpt_dir: str | os.PathLike[str]) -> list[tuple[int, Path]
     return sorted(found, reverse=True)
 
 
-def prune_epoch_checkpoints(ckpt_dir: str | os.PathLike[str], keep: int) -> None:
-    """Delete all but the newest ``keep`` per-epoch checkpoints (a large model's is ~400 MiB)."""
-    for _, path in epoch_checkpoints(ckpt_dir)[max(keep, 1) :]:
-        path.unlink(missing_ok=True)
+def prune_epoch_checkpoints(
+    ckpt_dir: str | os.PathLike[str], keep: int, best_epoch: int | None = None
+) -> None:
+    """Delete all but the newest ``keep`` per-epoch checkpoints and the best epoch's."""
+    for e, path in epoch_checkpoints(ckpt_dir)[max(keep, 1) :]:
+        if e != best_epoch:
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -204,7 +214,12 @@ class ResumeDecision:
 
 
 def set_aside(ckpt_dir: Path) -> Path:
-    """Rename the directory to ``<name>.old-<timestamp>`` (kept for inspection) and recreate it."""
+    """Rename the directory to ``<name>.old-<timestamp>`` (kept for inspection) and recreate it.
+
+    Only the newest set-aside copy is kept: older ones are deleted (and the deletion logged),
+    so repeated config changes do not pile up ~GiB checkpoint folders.
+    """
+    older = sorted(ckpt_dir.parent.glob(f"{ckpt_dir.name}.old-*"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest = ckpt_dir.with_name(f"{ckpt_dir.name}.old-{stamp}")
     n = 1
@@ -213,12 +228,15 @@ def set_aside(ckpt_dir: Path) -> Path:
         n += 1
     ckpt_dir.rename(dest)
     ckpt_dir.mkdir(parents=True)
+    for old in older:
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("removed the older set-aside checkpoint folder %s (keeping %s)", old, dest)
     return dest
 
 
 def clear(ckpt_dir: Path) -> None:
     """Remove this fold's resume files (a finished fold that is being rerun on purpose)."""
-    for path in [ckpt_dir / LATEST, ckpt_dir / BEST, ckpt_dir / TIMELINE]:
+    for path in [ckpt_dir / LATEST, ckpt_dir / TIMELINE]:
         path.unlink(missing_ok=True)
     for _, path in epoch_checkpoints(ckpt_dir):
         path.unlink(missing_ok=True)
@@ -241,8 +259,15 @@ def choose_resume(ckpt_dir: str | os.PathLike[str], fp: str) -> ResumeDecision:
     for path in existing:
         try:
             state, source = load_checkpoint(path), path
+            best = state.get("best") or {}
+            if best and not epoch_path(d, best["epoch"]).exists():
+                raise CheckpointError(
+                    f"{path}: its best epoch's checkpoint {epoch_path(d, best['epoch']).name} "
+                    "(the best weights) is missing"
+                )
             break
         except CheckpointError as exc:
+            state = None
             log.warning("%s; falling back to an older checkpoint", exc)
     if state is None:
         if existing:
@@ -336,3 +361,105 @@ class StopControl:
         if self.deadline is not None and time.time() >= self.deadline:
             return "time budget (resources.runtime minus train.time_margin_s) used up"
         return None
+
+
+# ---------------------------------------------------------------- writing on a cadence
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a checkpoint dict that later training steps cannot change.
+
+    CUDA tensors are copied to (pinned) host memory asynchronously, CPU tensors cloned, and
+    lists/dicts copied; the caller records a CUDA event after this and the writer waits on it.
+    """
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        return t.to("cpu", non_blocking=True) if t.is_cuda else t.clone()
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+class Checkpointer:
+    """Writes one fold's checkpoints: on a cadence in the background, or synchronously.
+
+    The cadence (``train.checkpoint_every_n_batches`` and/or ``train.checkpoint_every_s``)
+    writes ``latest_checkpoint.pt`` off the training thread: :func:`snapshot` copies the state
+    to host memory (the only time the training thread spends), a thread writes it with the same
+    temp file + fsync + rename. At most one write is in flight; a due write waits for the next
+    batch while one runs. :meth:`save` (epoch ends, a stop, the end of the fold) first waits
+    for that thread, then writes synchronously: what it returns from is on disk.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike[str],
+        make_state: Any,  # (complete: bool) -> the checkpoint dict with live tensors
+        every_n_batches: int = 0,
+        every_s: float = 0.0,
+    ) -> None:
+        self.dir = Path(ckpt_dir)
+        self.make_state = make_state
+        self.every_n, self.every_s = int(every_n_batches), float(every_s)
+        self.last = time.monotonic()
+        self.background_writes = 0
+        self.blocking_s = 0.0  # training-thread time spent on background writes (snapshots)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def due(self, batch_in_epoch: int, n_batches: int) -> bool:
+        """Whether a background write is due after batch ``batch_in_epoch`` of ``n_batches``."""
+        if batch_in_epoch >= n_batches:
+            return False  # the epoch end writes one anyway
+        if self.every_n and batch_in_epoch % self.every_n == 0:
+            return True
+        return bool(self.every_s) and time.monotonic() - self.last >= self.every_s
+
+    def save_background(self) -> bool:
+        """Start writing ``latest_checkpoint.pt`` in the background; False if one is in flight."""
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        self.wait()
+        t0 = time.perf_counter()
+        state = snapshot(self.make_state(False))
+        event = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            event = torch.cuda.Event()
+            event.record()
+        self._thread = threading.Thread(
+            target=self._write, args=(self.dir / LATEST, state, event), name="fvc-checkpoint"
+        )
+        self._thread.start()
+        self.last = time.monotonic()
+        self.background_writes += 1
+        self.blocking_s += time.perf_counter() - t0
+        return True
+
+    def _write(self, path: Path, state: dict[str, Any], event: Any) -> None:
+        try:
+            if event is not None:
+                event.synchronize()  # the device-to-host copies have landed
+            save_checkpoint(path, state)
+        except BaseException as exc:  # reported by wait() on the training thread
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait for a background write; a failed one is logged (the previous file is intact)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            log.warning(
+                "background checkpoint write failed (%s: %s); the previous checkpoint is intact",
+                type(self._error).__name__,
+                self._error,
+            )
+            self._error = None
+
+    def save(self, path: str | os.PathLike[str] | None = None, complete: bool = False) -> None:
+        """Write a checkpoint now (default: latest) and return once it is on disk."""
+        self.wait()
+        save_checkpoint(path or self.dir / LATEST, self.make_state(complete))
+        self.last = time.monotonic()

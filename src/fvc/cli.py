@@ -1,8 +1,9 @@
-"""``python -m fvc.train``: train one fold outside Snakemake.
+"""The ``fvc`` command: what runs outside Snakemake, with the same library functions as the rules.
 
-The same function (:func:`fvc.train.run_fold`) and artifacts as the train rule, so the fault
-tests can SIGKILL, signal or memory-limit a real training process; the exit status is 0 when
-the fold is done and :data:`fvc.train.EXIT_RESUMABLE` after a deliberate stop.
+``fvc train ...`` trains one fold (:func:`fvc.train.run_fold`, the train rule's function, same
+artifacts), so the fault tests can SIGKILL, signal or memory-limit a real training process; the
+exit status is 0 when the fold is done, :data:`fvc.train.EXIT_RESUMABLE` after a deliberate stop
+and 2 for a configuration error. Also ``python -m fvc.cli train ...``.
 """
 
 from __future__ import annotations
@@ -12,26 +13,13 @@ import sys
 
 import yaml
 
-from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.log import setup_logging
-from fvc.train import run_fold
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train one fold outside Snakemake: same function and artifacts as the train rule."""
-    p = argparse.ArgumentParser(prog="python -m fvc.train", description=main.__doc__)
-    p.add_argument("--config", required=True, help="YAML/JSON with model/train/memory sections")
-    p.add_argument("--fold", type=int, required=True)
-    for name in ("clips", "index", "splits", "aug-clips", "aug-manifest"):
-        p.add_argument(f"--{name}", required=True, help="input artifact (docs/artifacts.md)")
-    p.add_argument("--out-dir", required=True, help="where metrics.json etc. are published")
-    p.add_argument("--checkpoint-dir", required=True, help="resume state directory")
-    p.add_argument("--runtime-min", type=float, help="time budget in minutes (resources.runtime)")
-    p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--micro-batch-size", type=int, help="starting micro-batch (default: batch)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--log", help="log file (appended) besides stderr")
-    a = p.parse_args(argv)
+def _train(a: argparse.Namespace) -> int:
+    from fvc.fold_state import FoldInputs, FoldOutputs
+    from fvc.train import run_fold
+
     setup_logging(a.log)
     with open(a.config) as fh:
         cfg = yaml.safe_load(fh) or {}
@@ -48,6 +36,30 @@ def main(argv: list[str] | None = None) -> int:
         micro_batch_size=a.micro_batch_size,
         device=a.device,
     )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fvc", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one fold (same function and artifacts as the rule)")
+    t.add_argument("--config", required=True, help="YAML/JSON with model/train/memory sections")
+    t.add_argument("--fold", type=int, required=True)
+    for name in ("clips", "index", "splits", "aug-clips", "aug-manifest"):
+        t.add_argument(f"--{name}", required=True, help="input artifact (docs/artifacts.md)")
+    t.add_argument("--out-dir", required=True, help="where metrics.json etc. are published")
+    t.add_argument("--checkpoint-dir", required=True, help="resume state directory")
+    t.add_argument("--runtime-min", type=float, help="time budget in minutes (resources.runtime)")
+    t.add_argument("--threads", type=int, help="torch threads")
+    t.add_argument("--micro-batch-size", type=int, help="starting micro-batch (default: batch)")
+    t.add_argument("--device", help="overrides train.device: auto, cpu, cuda or cuda:N")
+    t.add_argument("--log", help="log file (appended) besides stderr")
+    t.set_defaults(func=_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    return a.func(a)
 
 
 if __name__ == "__main__":

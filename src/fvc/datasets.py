@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-
-from fvc.io import atomic_path, write_parquet
 
 #: Kinetics-400 statistics used by torchvision's video models (also fine for small3d).
 MEAN = (0.43216, 0.394666, 0.37645)
@@ -218,88 +215,32 @@ def class_weights(labels: np.ndarray, mode: str) -> torch.Tensor:
     return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
 
 
-def to_model_input(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 ``(B, T, H, W, C)`` -> normalised float32 ``(B, C, T, H, W)`` on ``device``."""
-    x = x.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1, 1)
-    return x.sub_(mean).div_(std).contiguous(memory_format=torch.contiguous_format)
+@dataclass(frozen=True)
+class InputNorm:
+    """Per-channel input mean and std, shaped ``(1, 3, 1, 1, 1)`` and already on the device.
 
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-
-
-def write_synthetic_inputs(
-    root: str | os.PathLike[str],
-    n_videos: int = 24,
-    frames: int = 4,
-    size: int = 16,
-    n_folds: int = 2,
-    aug_copies: int = 1,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Write tiny upstream artifacts (docs/artifacts.md formats) with a learnable signal.
-
-    Fake clips (label 1) carry a bright square whose position moves between frames; real clips
-    are smooth noise. Used by tests and ``bench/``; returns the paths per fold.
+    Made once per run by :func:`input_norm` (creating them per micro-batch would be a blocking
+    host-to-device copy every step).
     """
-    root = Path(root)
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n_videos) % 2
-    clips = rng.integers(40, 140, size=(n_videos, frames, size, size, 3), dtype=np.uint8)
-    q = max(2, size // 4)
-    for i in np.flatnonzero(labels):
-        for t in range(frames):
-            y0, x0 = rng.integers(0, size - q, size=2)
-            clips[i, t, y0 : y0 + q, x0 : x0 + q] = 230
-    _save_npy(root / "data" / "clips.npy", clips)
-    ids = [f"v{i + 1:05d}" for i in range(n_videos)]
-    meta = pd.DataFrame(
-        {
-            "video_id": ids,
-            "path": [str(root / f"{v}.mp4") for v in ids],
-            "label": labels.astype(np.int8),
-            "group": ids,
-        }
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def input_norm(device: torch.device | str, mean: tuple = MEAN, std: tuple = STD) -> InputNorm:
+    """The :class:`InputNorm` of a run: the one place the statistics come from."""
+    shape = (1, 3, 1, 1, 1)
+    return InputNorm(
+        torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+        torch.tensor(std, dtype=torch.float32, device=device).view(shape),
     )
-    write_parquet(
-        root / "data" / "clips.parquet", meta.assign(clip_row=np.arange(n_videos), padded=False)
-    )
-    folds = np.empty(n_videos, dtype=np.int64)
-    for c in (0, 1):  # stratified round robin
-        members = np.flatnonzero(labels == c)
-        folds[members] = np.arange(len(members)) % n_folds
-    splits = meta.assign(clip_row=np.arange(n_videos), fold=folds)
-    write_parquet(root / "splits.parquet", splits)
-    out: dict[str, Any] = {
-        "clips": str(root / "data" / "clips.npy"),
-        "index": str(root / "data" / "clips.parquet"),
-        "splits": str(root / "splits.parquet"),
-        "folds": {},
-    }
-    for k in range(n_folds):
-        d = root / f"fold_{k}" / "augment"
-        d.mkdir(parents=True, exist_ok=True)
-        tr = splits[splits["fold"] != k]
-        rows = np.repeat(tr["clip_row"].to_numpy(), aug_copies)
-        aug = clips[rows][:, :, :, ::-1] if len(rows) else np.zeros((0, *clips.shape[1:]), "u1")
-        _save_npy(d / "clips.npy", np.ascontiguousarray(aug))
-        man = pd.DataFrame(
-            {
-                "aug_row": np.arange(len(rows), dtype=np.int64),
-                "video_id": np.repeat(tr["video_id"].to_numpy(), aug_copies),
-                "clip_row": rows,
-                "copy": np.tile(np.arange(aug_copies), len(tr)),
-                "label": np.repeat(tr["label"].to_numpy(), aug_copies),
-                "ops": "flip",
-            }
-        )
-        write_parquet(d / "manifest.parquet", man)
-        out["folds"][k] = {
-            "aug_clips": str(d / "clips.npy"),
-            "aug_manifest": str(d / "manifest.parquet"),
-        }
-    return out
+
+
+def to_model_input(x: torch.Tensor, norm: InputNorm) -> torch.Tensor:
+    """uint8 ``(B, T, H, W, C)`` -> normalised float32 ``(B, C, T, H, W)`` on ``norm``'s device.
+
+    The copy is ``non_blocking`` (asynchronous from a pinned batch) and the layout change is
+    made on uint8, a quarter of the bytes of float.
+    """
+    x = x.to(norm.mean.device, non_blocking=True).permute(0, 4, 1, 2, 3).contiguous()
+    return x.float().div_(255.0).sub_(norm.mean).div_(norm.std)

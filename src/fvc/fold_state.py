@@ -3,7 +3,7 @@
 - config: section defaults and :func:`fold_config` (an unknown key is an error, not a silent
   default);
 - the containers the loop functions share: :class:`Run` (model, optimizer, schedule, ...:
-  built by :func:`new_run`) and :class:`Progress` (where the fold stands: plain values only);
+  built by :func:`new_run`) and :class:`Position` (where the fold stands: plain values only);
 - the ONE checkpoint dict (:func:`make_checkpoint` / :func:`restore_checkpoint`);
 - the end-of-epoch bookkeeping (history row, best epoch, patience: :func:`record_epoch`);
 - the declared outputs of the train rule (:class:`FoldOutputs`, written by :func:`publish`).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from fvc import checkpoint as ckpt
-from fvc.datasets import FoldData, class_weights
+from fvc.datasets import FoldData, InputNorm, class_weights
 from fvc.io import atomic_path, write_json, write_parquet, write_text
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.metrics import binary_metrics, is_better
@@ -35,34 +36,60 @@ log = logging.getLogger("fvc.train")  # one logger name for the whole training o
 
 DEFAULT_MODEL: dict[str, Any] = {"name": "small3d", "weights": None, "dropout": 0.2}
 DEFAULT_TRAIN: dict[str, Any] = {
-    "epochs": 8, "batch_size": 16, "lr": 0.003, "weight_decay": 0.0001, "scheduler": "cosine",
-    "patience": 0, "best_metric": "roc_auc", "use_amp": False, "num_workers": 0,
-    "class_weights": "none", "sampler": "random", "seed": 0, "checkpoint_every_n_batches": 50,
-    "keep_epoch_checkpoints": 2, "time_margin_s": 120,
+    "epochs": 5, "batch_size": 16, "lr": 0.003, "weight_decay": 0.0001, "scheduler": "cosine",
+    "patience": 0, "best_metric": "roc_auc", "precision": "off", "device": "auto",
+    "num_workers": 0, "class_weights": "none", "sampler": "random", "seed": 0,
+    "checkpoint_every_n_batches": 0, "checkpoint_every_s": 600, "keep_epoch_checkpoints": 2,
+    "time_margin_s": 120,
 }  # fmt: skip
 BEST_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "val_loss")
+PRECISIONS = ("off", "bf16", "fp16", "auto")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "accuracy", "balanced_accuracy", "f1", "roc_auc", "lr",
     "micro_batch_size", "seconds",
 ]  # fmt: skip
 
 
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key (one line)."""
+
+
 def merge_config(section: str, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict:
     """Defaults overlaid with ``given``; an unknown key is an error naming ``section.key``."""
     unknown = sorted(set(given or {}) - set(defaults))
     if unknown:
-        raise ValueError(f"{section}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}")
     return {**defaults, **(given or {})}
 
 
 def fold_config(model_cfg: dict | None, train_cfg: dict | None) -> tuple[dict, dict]:
-    """The complete ``model`` and ``train`` sections, checked before any work is done."""
+    """The complete ``model`` and ``train`` sections, checked before any work is done.
+
+    ``train.use_amp`` (replaced by ``train.precision``) still works: ``true`` reads as
+    ``precision: auto`` unless a precision is set, with a warning naming the new key.
+    """
     model_cfg = merge_config("model", DEFAULT_MODEL, model_cfg)
-    tc = merge_config("train", DEFAULT_TRAIN, train_cfg)
+    given = dict(train_cfg or {})
+    if "use_amp" in given:
+        use_amp = given.pop("use_amp")
+        if use_amp and given.get("precision", "off") == "off":
+            given["precision"] = "auto"
+        log.warning(
+            "train.use_amp is deprecated: set train.precision (off, bf16, fp16 or auto); "
+            "use_amp: %s read as precision: %s",
+            use_amp,
+            given.get("precision", "off"),
+        )
+    tc = merge_config("train", DEFAULT_TRAIN, given)
     if tc["best_metric"] not in BEST_METRICS:
-        raise ValueError(f"train.best_metric: {tc['best_metric']!r} is not one of {BEST_METRICS}")
+        raise ConfigError(f"train.best_metric: {tc['best_metric']!r} is not one of {BEST_METRICS}")
     if tc["seed"] < 0:
-        raise ValueError(f"train.seed: {tc['seed']} must be >= 0")
+        raise ConfigError(f"train.seed: {tc['seed']} must be >= 0")
+    if tc["precision"] not in PRECISIONS:
+        raise ConfigError(f"train.precision: {tc['precision']!r} is not one of {PRECISIONS}")
+    if not DEVICE_RE.match(str(tc["device"])):
+        raise ConfigError(f"train.device: {tc['device']!r} is not auto, cpu, cuda or cuda:N")
     return model_cfg, tc
 
 
@@ -95,7 +122,7 @@ class FoldOutputs:
 
 
 @dataclass
-class Progress:
+class Position:
     """Where a fold stands. Every field is a key of the checkpoint dict (plain Python values)."""
 
     micro_batch_size: int  # may shrink after OOM; kept for the rest of the fold
@@ -111,8 +138,8 @@ class Progress:
     bad_epochs: int = 0  # epochs without improvement (early stopping)
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=dict)  # epoch, value, val_loss, metrics, probs
-    best_state: dict[str, torch.Tensor] | None = None  # CPU copy of the best epoch's weights
+    # epoch, value, val_loss, metrics, probs; the weights are checkpoint_epoch_<epoch>.pt's
+    best: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,13 +149,26 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    scaler: Any  # torch.amp.GradScaler on CUDA with AMP, else None
+    scaler: torch.amp.GradScaler | None  # with precision fp16 only (CUDA or CPU)
     device: torch.device
-    amp: bool
+    precision: str  # off, bf16 or fp16 (``auto`` resolved for the device)
     loss_weights: torch.Tensor  # per class, on device
+    norm: InputNorm  # input mean/std on device, made once per run
     policy: MemoryPolicy
-    memlog: MemoryLog
-    prog: Progress
+    memlog: MemoryLog | None
+    pos: Position
+    # sum of per-sample train losses not yet added to pos.loss_sum: kept on the device so a
+    # step never waits for the GPU; folded in by flush_loss() when a value is needed
+    pending_loss: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.pending_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+
+
+def flush_loss(run: Run) -> None:
+    """Add the device-side loss sum to ``run.pos.loss_sum`` (one host-device sync)."""
+    run.pos.loss_sum += float(run.pending_loss)
+    run.pending_loss.zero_()
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]) -> Any:
@@ -140,7 +180,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]) 
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    raise ValueError(f"train.scheduler: unknown schedule {kind!r} (none, step or cosine)")
+    raise ConfigError(f"train.scheduler: unknown schedule {kind!r} (none, step or cosine)")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` for ``device``: ``auto`` is bf16 where the GPU supports it, else fp16,
+    and bf16 on the CPU; bf16 asked for on a GPU without it is an error naming the key."""
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        return "bf16" if not cuda or torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(device)
+        raise ConfigError(f"train.precision: bf16 is not supported by {name}; use fp16 or auto")
+    return precision
 
 
 def new_run(
@@ -149,44 +201,50 @@ def new_run(
     device: torch.device,
     labels: np.ndarray,
     policy: MemoryPolicy,
-    memlog: MemoryLog,
+    memlog: MemoryLog | None,
+    norm: InputNorm,
     micro_batch_size: int | None = None,
 ) -> Run:
     """A fresh :class:`Run` for ``model`` (already on ``device``) with the ``train`` section ``tc``.
 
-    AdamW, the ``train.scheduler`` schedule, a GradScaler only for AMP on CUDA (bf16 on CPU
-    needs none), class weights from the training ``labels``; the micro-batch starts at
-    ``micro_batch_size`` (default and maximum: the batch size).
+    AdamW, the ``train.scheduler`` schedule, a GradScaler for fp16 (on CUDA and on the CPU, so
+    CI runs the scaler path; bf16 needs none), class weights from the training ``labels``; the
+    micro-batch starts at ``micro_batch_size`` (default and maximum: the batch size).
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    amp, bs = bool(tc["use_amp"]), tc["batch_size"]
+    precision, bs = resolve_precision(tc["precision"], device), tc["batch_size"]
     return Run(
         model=model,
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, tc),
-        scaler=torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None,
+        scaler=torch.amp.GradScaler(device.type) if precision == "fp16" else None,
         device=device,
-        amp=amp,
+        precision=precision,
         loss_weights=class_weights(labels, tc["class_weights"]).to(device),
+        norm=norm,
         policy=policy,
         memlog=memlog,
-        prog=Progress(micro_batch_size=min(micro_batch_size or bs, bs), eval_batch_size=bs),
+        pos=Position(micro_batch_size=min(micro_batch_size or bs, bs), eval_batch_size=bs),
     )
 
 
 def make_checkpoint(run: Run, fp: str, complete: bool = False) -> dict[str, Any]:
     """The ONE checkpoint dict: everything needed to continue bit-identically.
 
-    Keys: ``format``, ``fingerprint``, ``complete``, every :class:`Progress` field (position,
-    micro-batch size, running loss, history, best record and weights), the model, optimizer,
-    scheduler and scaler states, ``rng`` (torch/CUDA/numpy/python) and library ``versions``.
+    Keys: ``format``, ``fingerprint``, ``complete``, every :class:`Position` field (position,
+    micro-batch size, running loss, history, best record), the model, optimizer, scheduler and
+    scaler states, ``rng`` (torch/CUDA/numpy/python) and library ``versions``. The best
+    epoch's weights are not repeated here: they are ``checkpoint_epoch_<best epoch>.pt``'s.
+    The tensors are the live ones: :class:`fvc.checkpoint.Checkpointer` copies them before a
+    background write.
     """
+    flush_loss(run)
     sched, scaler = run.scheduler, run.scaler
     return {
         "format": ckpt.FORMAT,
         "fingerprint": fp,
         "complete": complete,
-        **{f.name: getattr(run.prog, f.name) for f in dataclasses.fields(Progress)},
+        **dataclasses.asdict(run.pos),
         "model_state": run.model.state_dict(),
         "optimizer_state": run.optimizer.state_dict(),
         "scheduler_state": sched.state_dict() if sched is not None else None,
@@ -205,22 +263,24 @@ def restore_checkpoint(run: Run, state: dict[str, Any]) -> None:
         run.scheduler.load_state_dict(state["scheduler_state"])
     if run.scaler is not None and state["scaler_state"] is not None:
         run.scaler.load_state_dict(state["scaler_state"])
-    for f in dataclasses.fields(Progress):
-        setattr(run.prog, f.name, state[f.name])
+    for f in dataclasses.fields(Position):
+        setattr(run.pos, f.name, state[f.name])
     now = ckpt.library_versions()
     if state["versions"] != now:
         log.warning("checkpoint from %s, now %s: may not be bit-identical", state["versions"], now)
     ckpt.restore_rng(state["rng"])
 
 
-def best_model(prog: Progress, model_cfg: dict, metric: str) -> dict[str, Any]:
+def best_model(
+    pos: Position, model_cfg: dict, metric: str, model_state: dict[str, torch.Tensor]
+) -> dict[str, Any]:
     """The best epoch's weights with what rebuilds the model (``best_model.pt``'s keys)."""
     return {
-        "model_state": prog.best_state,
+        "model_state": model_state,
         "model": model_cfg,
-        "epoch": prog.best["epoch"],
+        "epoch": pos.best["epoch"],
         "metric": metric,
-        "value": prog.best["value"],
+        "value": pos.best["value"],
     }
 
 
@@ -234,67 +294,73 @@ def record_epoch(
     tc: dict[str, Any],
     eval_started: float,
 ) -> tuple[dict, bool]:
-    """Book epoch ``e``'s validation: history row, best record and weights, patience.
+    """Book epoch ``e``'s validation: history row, best record, patience.
 
     ``lr`` is the rate the epoch trained with (read before the schedule stepped);
     ``eval_started`` (``time.time()``) counts the validation into the epoch's seconds. The
-    running train loss and position are reset, so :class:`Progress` then points at epoch
+    running train loss and position are reset, so :class:`Position` then points at epoch
     ``e + 1``.
     """
-    prog, metric = run.prog, tc["best_metric"]
+    flush_loss(run)
+    pos, metric = run.pos, tc["best_metric"]
     m = binary_metrics(labels, probs)
     value = float(val_loss if metric == "val_loss" else m[metric])
     row = {
         "epoch": e,
-        "train_loss": prog.loss_sum / max(prog.samples, 1),
+        "train_loss": pos.loss_sum / max(pos.samples, 1),
         "val_loss": val_loss,
         **{k: m[k] for k in HISTORY_COLUMNS if k in m},
         "lr": lr,
-        "micro_batch_size": prog.micro_batch_size,
-        "seconds": round(prog.seconds + time.time() - eval_started, 3),
+        "micro_batch_size": pos.micro_batch_size,
+        "seconds": round(pos.seconds + time.time() - eval_started, 3),
     }
-    prog.history.append(row)
-    improved = not prog.best or is_better(metric, value, prog.best["value"])
+    pos.history.append(row)
+    improved = not pos.best or is_better(metric, value, pos.best["value"])
     if improved:
-        prog.best = {
+        pos.best = {
             "epoch": e,
             "value": value,
             "val_loss": val_loss,
             "metrics": m,
             "probs": probs.tolist(),
         }
-        prog.best_state = {
-            k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()
-        }
-        prog.bad_epochs = 0
+        pos.bad_epochs = 0
     else:
-        prog.bad_epochs += 1
-    prog.stopped_early = bool(tc["patience"]) and prog.bad_epochs >= tc["patience"]
-    prog.epoch, prog.batch_in_epoch, prog.loss_sum, prog.samples, prog.seconds = e, 0, 0.0, 0, 0.0
+        pos.bad_epochs += 1
+    pos.stopped_early = bool(tc["patience"]) and pos.bad_epochs >= tc["patience"]
+    pos.epoch, pos.batch_in_epoch, pos.loss_sum, pos.samples, pos.seconds = e, 0, 0.0, 0, 0.0
     return row, improved
 
 
 def publish(
-    outputs: FoldOutputs, run: Run, fold: int, data: FoldData, model_cfg: dict, metric: str
+    outputs: FoldOutputs,
+    run: Run,
+    fold: int,
+    data: FoldData,
+    model_cfg: dict,
+    metric: str,
+    ckpt_dir: Path,
 ) -> dict[str, Any]:
     """Write the declared outputs from the best epoch (each atomically); returns the metrics."""
-    prog, best = run.prog, run.prog.best
+    pos, best = run.pos, run.pos.best
     probs = np.asarray(best["probs"], dtype=np.float64)
     pred = data.val_rows.assign(prob_fake=probs, pred=(probs >= 0.5).astype(np.int64), fold=fold)
     write_parquet(outputs.predictions, pred)
     metrics = {
         "fold": fold,
         "best_epoch": best["epoch"],
-        "epochs_trained": prog.epoch,
+        "epochs_trained": pos.epoch,
         "n_train": len(data.train) - data.n_aug,
         "n_val": len(data.val),
         "val_loss": best["val_loss"],
         **best["metrics"],
     }
     write_json(outputs.metrics, metrics)
-    history = pd.DataFrame(prog.history, columns=HISTORY_COLUMNS)
+    history = pd.DataFrame(pos.history, columns=HISTORY_COLUMNS)
     write_text(outputs.history, history.to_csv(index=False))
+    weights = ckpt.load_checkpoint(ckpt.epoch_path(ckpt_dir, best["epoch"]))["model_state"]
     with atomic_path(outputs.model) as tmp:
-        torch.save(best_model(prog, model_cfg, metric), tmp)
-    run.memlog.publish(outputs.memory_log)
+        torch.save(best_model(pos, model_cfg, metric, weights), tmp)
+    if run.memlog is not None:
+        run.memlog.publish(outputs.memory_log)
     return metrics

@@ -75,6 +75,12 @@ def is_oom_error(exc: BaseException) -> bool:
     return False
 
 
+def error_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error, short enough for a log line or a JSON event."""
+    lines = str(exc).strip().splitlines() or [""]
+    return f"{type(exc).__name__}: {lines[0][:200]}"
+
+
 def aggressive_gc(empty_cache: bool = True) -> None:
     """Three full collections (finalizers can free more cycles) and, on CUDA, release cached blocks.
 
@@ -94,7 +100,9 @@ class MemoryPolicy:
     """The ``memory:`` config section (defaults as in config/config.yaml)."""
 
     gc_every_n_batches: int = 5
-    empty_cache_every_n_batches: int = 20
+    # off by default: returning cached blocks makes the next steps cudaMalloc them again (a
+    # device sync each); bench/gpu_check.py measures what every 20 batches costs
+    empty_cache_every_n_batches: int = 0
     gc_freeze: bool = True
     max_oom_retries: int = 1
     min_batch_size: int = 1
@@ -177,12 +185,10 @@ class MemoryLog:
         self.path = Path(path)
         self.device = device
         self.context = dict(context or {})  # fields added to every event, e.g. the fold
-        self.counts: dict[str, int] = {}
 
     def event(self, event: str, **fields: Any) -> dict[str, Any]:
         rec = {"event": event, "time": round(time.time(), 3), **self.context, **fields}
         rec.update(memory_stats(self.device))
-        self.counts[event] = self.counts.get(event, 0) + 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
@@ -223,36 +229,6 @@ class MemoryLog:
         )
 
 
-def safe_execute(
-    fn: Callable[..., T],
-    *args: Any,
-    retries: int = 1,
-    on_oom: Callable[[int, str], None] | None = None,
-    **kwargs: Any,
-) -> T:
-    """Call ``fn``; on an out-of-memory error clean up and retry up to ``retries`` times.
-
-    Cleanup happens after leaving the ``except`` block, because the active exception's traceback
-    pins the frames (and tensors) that failed. ``on_oom(attempt, message)`` is called before each
-    retry, e.g. to log memory statistics or shrink a batch size. Other errors propagate unchanged;
-    the last OOM is re-raised when the retries are used up.
-    """
-    attempt = 0
-    while True:
-        message = None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if not is_oom_error(exc) or attempt >= retries:
-                raise
-            message = f"{type(exc).__name__}: {str(exc)[:300]}"
-        attempt += 1
-        aggressive_gc()
-        log.warning("out of memory (%s); retry %d/%d after cleanup", message, attempt, retries)
-        if on_oom is not None:
-            on_oom(attempt, message)
-
-
 def call_with_oom_recovery(
     attempt: Callable[[int], T],
     micro: int,
@@ -278,8 +254,7 @@ def call_with_oom_recovery(
         except Exception as exc:
             if not is_oom_error(exc):
                 raise
-            lines = str(exc).strip().splitlines() or [""]
-            error = f"{type(exc).__name__}: {lines[0][:200]}"
+            error = error_line(exc)
         if rollback is not None:
             rollback()
         aggressive_gc()

@@ -1,10 +1,23 @@
 """One optimizer step of a fold, made robust to out-of-memory errors.
 
-:func:`train_step` is the maths (micro-batches with gradient accumulation, AMP, class
-weights); :func:`robust_step` wraps it in :func:`fvc.memory.call_with_oom_recovery`: a failed
-step is rolled back (gradients, BatchNorm buffers, RNG), memory is collected outside the
-``except`` block, the step is retried, then the micro-batch is halved down to
-``memory.min_batch_size``, then the batch is skipped. The epoch loop is :mod:`fvc.train`.
+A step has two parts with different answers to an OOM:
+
+1. :func:`forward_backward` (micro-batches with gradient accumulation, autocast, class
+   weights) changes only gradients, BatchNorm running statistics and the RNG. An OOM there is
+   undone by a rollback of exactly those, and :func:`robust_step` retries, then halves the
+   micro-batch down to ``memory.min_batch_size``, then skips the batch
+   (:func:`fvc.memory.call_with_oom_recovery`).
+2. :func:`apply_update` (``GradScaler.unscale_``/``step``/``update`` or ``optimizer.step``)
+   changes weights, optimizer moments and the loss scale in place, tensor by tensor (a foreach
+   AdamW updates weights before it allocates its temporaries). An OOM there leaves a state
+   that no cheap rollback restores, so it is **never retried**: :class:`StepStateLost` stops the
+   fold without writing that state, and the rerun resumes from the last checkpoint, which
+   holds a consistent state. Restoring the exact pre-step state instead would need a copy of
+   weights, optimizer and scaler before every step (3x the model in memory, or a
+   device-to-host copy per step) to guard against a rare event that, on a rerun, costs at most
+   ``train.checkpoint_every_s`` of training.
+
+The epoch loop is :mod:`fvc.train`.
 """
 
 from __future__ import annotations
@@ -18,58 +31,81 @@ from torch import nn
 
 from fvc.datasets import to_model_input
 from fvc.fold_state import Run
-from fvc.memory import call_with_oom_recovery
+from fvc.memory import call_with_oom_recovery, error_line, is_oom_error
 
 log = logging.getLogger("fvc.train")  # one logger name for the whole training of a fold
 
-
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """Mixed precision when ``amp``: fp16 on CUDA (with a GradScaler), bf16 on CPU."""
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=amp)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def first_line(exc: BaseException) -> str:
-    """``Type: first line`` of an error, short enough for a log line or a JSON event."""
-    lines = str(exc).strip().splitlines() or [""]
-    return f"{type(exc).__name__}: {lines[0][:200]}"
+class StepStateLost(RuntimeError):
+    """Out of memory inside the optimizer/scaler update: weights may be half-updated."""
 
 
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> float:
-    """One optimizer step on the effective batch ``(x, y)``, in micro-batches of ``micro``.
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to bf16 or fp16 for ``precision`` (resolved, not ``auto``); ``off``: nothing."""
+    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision != "off")
 
-    Each micro-batch's class-weighted loss sum is divided by the whole batch's weight sum, so the
-    accumulated gradient is the full batch's (weighted) mean-loss gradient at any ``micro``.
 
-    With AMP on CPU (bf16, no GradScaler) a step with non-finite gradients is skipped, as
-    GradScaler does on CUDA: measured here, oneDNN's bf16 Conv3d backward sporadically returns
-    inf weight gradients (1 step in 20-300) that would otherwise turn every weight into NaN.
+def forward_backward(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> torch.Tensor:
+    """Gradients of the effective batch ``(x, y)``, in micro-batches of ``micro``; the loss.
+
+    Each micro-batch's class-weighted loss sum is divided by the whole batch's weight sum, so
+    the accumulated gradient is the full batch's (weighted) mean-loss gradient at any ``micro``.
+    The loss is returned as a device tensor: reading it would wait for the GPU.
     """
     run.optimizer.zero_grad(set_to_none=True)
-    y = y.to(run.device)
+    y = y.to(run.device, non_blocking=True)
     w = run.loss_weights[y]
     denom = w.sum()
     total = torch.zeros((), device=run.device)
     for i in range(0, len(y), micro):
-        xb = to_model_input(x[i : i + micro], run.device)
-        with autocast(run.device, run.amp):
+        xb = to_model_input(x[i : i + micro], run.norm)
+        with autocast(run.device, run.precision):
             logits = run.model(xb)
         per_sample = F.cross_entropy(logits.float(), y[i : i + micro], reduction="none")
         loss = (per_sample * w[i : i + micro]).sum() / denom
         (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
         total += loss.detach()
         del xb, logits, per_sample, loss
-    if run.scaler is not None:
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    elif run.amp and not _grads_finite(run.model):
-        run.optimizer.zero_grad(set_to_none=True)
-        log.warning("non-finite bf16 gradients: optimizer step skipped (as GradScaler would)")
-        if run.memlog is not None:
-            run.memlog.event("nonfinite_grad", micro_batch_size=micro)
-    else:
-        run.optimizer.step()
-    return float(total)
+    return total
+
+
+def apply_update(run: Run) -> None:
+    """The optimizer step (through the GradScaler with fp16); an OOM is :class:`StepStateLost`.
+
+    With bf16 on the CPU (no GradScaler) a step with non-finite gradients is skipped, as
+    GradScaler does: measured here, oneDNN's bf16 Conv3d backward sporadically returns inf
+    weight gradients (1 step in 20-300) that would otherwise turn every weight into NaN. (On
+    CUDA that check would cost a sync per step; non-finite predictions stop the fold instead.)
+    """
+    error = None
+    try:
+        if run.scaler is not None:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        elif run.precision == "bf16" and run.device.type == "cpu" and not _grads_finite(run.model):
+            run.optimizer.zero_grad(set_to_none=True)
+            log.warning("non-finite bf16 gradients: optimizer step skipped (as GradScaler would)")
+            if run.memlog is not None:
+                run.memlog.event("nonfinite_grad", micro_batch_size=run.pos.micro_batch_size)
+        else:
+            run.optimizer.step()
+        return
+    except Exception as exc:
+        if not is_oom_error(exc):
+            raise
+        error = error_line(exc)
+    # outside the except block: its traceback would pin the failed step's tensors
+    raise StepStateLost(f"out of memory inside the optimizer step ({error})")
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> torch.Tensor:
+    """One optimizer step without OOM handling: :func:`forward_backward` + :func:`apply_update`."""
+    loss = forward_backward(run, x, y, micro)
+    apply_update(run)
+    return loss
 
 
 def _grads_finite(model: nn.Module) -> bool:
@@ -77,33 +113,56 @@ def _grads_finite(model: nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
-def robust_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """:func:`train_step` with OOM recovery; returns the loss, or None if the batch was skipped.
+class Rollback:
+    """Undo a failed :func:`forward_backward`: gradients, BatchNorm buffers and the RNG.
 
-    A failed attempt may have run part of the forward pass: the rollback restores gradients,
-    BatchNorm running statistics and the RNG, so a retry (at any micro-batch size) computes what
-    a first attempt would. A reduced micro-batch is kept in ``run.prog`` for the rest of the fold.
+    The buffer copies are allocated once and refreshed with one foreach copy per step (a few
+    kernels, no allocation); the RNG states are small host tensors.
     """
-    cuda = run.device.type == "cuda"
-    rng = torch.get_rng_state(), torch.cuda.get_rng_state(run.device) if cuda else None
-    buffers = {k: b.detach().clone() for k, b in run.model.named_buffers()}
 
-    def rollback() -> None:
-        run.optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for k, b in run.model.named_buffers():
-                b.copy_(buffers[k])
-        torch.set_rng_state(rng[0])
-        if cuda:
-            torch.cuda.set_rng_state(rng[1], run.device)
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.buffers = [b for b in run.model.buffers()]
+        self.saved = [b.detach().clone() for b in self.buffers]
+        self.cuda = run.device.type == "cuda"
 
-    prog = run.prog
-    loss, prog.micro_batch_size = call_with_oom_recovery(
-        lambda micro: train_step(run, x, y, micro),
-        prog.micro_batch_size,
+    def take(self) -> None:
+        if self.buffers:
+            torch._foreach_copy_(self.saved, self.buffers)
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state(self.run.device) if self.cuda else None
+
+    def __call__(self) -> None:
+        self.run.optimizer.zero_grad(set_to_none=True)
+        if self.buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self.buffers, self.saved)
+        torch.set_rng_state(self.rng)
+        if self.cuda:
+            torch.cuda.set_rng_state(self.cuda_rng, self.run.device)
+
+
+def robust_step(
+    run: Run, x: torch.Tensor, y: torch.Tensor, rollback: Rollback
+) -> torch.Tensor | None:
+    """One step with OOM recovery; returns the loss (device tensor), or None if skipped.
+
+    An OOM in the forward/backward pass is rolled back and retried (at any micro-batch size the
+    retry computes what a first attempt would); a reduced micro-batch is kept in ``run.pos``
+    for the rest of the fold. An OOM in the update raises :class:`StepStateLost`.
+    """
+    pos = run.pos
+    rollback.take()
+    loss, pos.micro_batch_size = call_with_oom_recovery(
+        lambda micro: forward_backward(run, x, y, micro),
+        pos.micro_batch_size,
         run.policy,
         rollback,
         run.memlog,
-        where={"epoch": prog.epoch + 1, "batch": prog.batch_in_epoch + 1},
+        where={"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch + 1},
     )
+    if loss is None:
+        run.optimizer.zero_grad(set_to_none=True)
+        return None
+    apply_update(run)
     return loss

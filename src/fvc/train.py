@@ -1,23 +1,29 @@
 """Training of one fold: ``train_one_epoch``, ``evaluate`` and ``fit_fold`` (plain functions).
 
-What makes it robust (issue 3):
+What makes it robust:
 
-- **OOM recovery** (:func:`fvc.step.robust_step`): a failed step is rolled back (gradients,
-  BatchNorm buffers, RNG), memory is collected outside the ``except`` block, the step is
-  retried, then the micro-batch is halved with gradient accumulation (same effective batch, same
-  loss normalisation) down to ``memory.min_batch_size``, then the batch is skipped (counted; the
-  fold fails beyond ``memory.max_skip_fraction``). The reduced size is kept and checkpointed.
+- **OOM recovery** (:func:`fvc.step.robust_step`): an OOM in the forward/backward pass is
+  rolled back (gradients, BatchNorm buffers, RNG), memory is collected outside the ``except``
+  block, the step is retried, then the micro-batch is halved with gradient accumulation (same
+  effective batch, same loss normalisation) down to ``memory.min_batch_size``, then the batch is
+  skipped (counted; the fold fails beyond ``memory.max_skip_fraction``). The reduced size is
+  kept and checkpointed. An OOM inside the optimizer/scaler update is never retried on a
+  half-updated state: the fold stops without saving it and the rerun resumes from the last
+  checkpoint (:class:`fvc.step.StepStateLost`, exit :data:`EXIT_RESUMABLE`).
 - **Exact resume**: the checkpoint is one explicit dict (:func:`fvc.fold_state.make_checkpoint`)
   with model, optimizer, scheduler, scaler, position in the epoch, RNG states and history; the
   epoch's batch order is a pure function of (seed, fold, epoch), so a resumed run on CPU ends
-  with bit-identical weights.
+  with bit-identical weights. Periodic checkpoints (``train.checkpoint_every_s`` /
+  ``checkpoint_every_n_batches``) are written in the background (:class:`fvc.checkpoint.
+  Checkpointer`); epoch ends, stops and the fold's end synchronously.
 - **Stopping on purpose**: SIGTERM/SIGUSR1 or the time budget -> finish the step, checkpoint,
   exit with :data:`EXIT_RESUMABLE` so Snakemake's retry resumes.
+- **Devices**: ``train.device`` (:func:`fvc.devices.pick_device`), one GPU per local job
+  (:func:`fvc.devices.claim_gpu_slot`), ``train.precision`` (off, bf16, fp16 + GradScaler, auto).
 
 Layout: this module is the loop; :mod:`fvc.step` the optimizer step, :mod:`fvc.fold_state` the
-containers, checkpoint dict, epoch bookkeeping and published outputs (re-exported here), and
-:mod:`fvc.cli` the command line: ``python -m fvc.train --help`` runs one fold outside Snakemake
-(the fault tests use it).
+containers, checkpoint dict, epoch bookkeeping and published outputs, and :mod:`fvc.cli` the
+command line that runs one fold outside Snakemake (the fault tests use it).
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +45,22 @@ from fvc import checkpoint as ckpt
 from fvc.datasets import (
     ClipSet,
     FoldData,
+    InputNorm,
     collate_batch,
     epoch_batches,
+    input_norm,
     load_fold,
     to_model_input,
 )
+from fvc.devices import claim_gpu_slot, pick_device
 from fvc.fold_state import (
     HISTORY_COLUMNS,
+    ConfigError,
     FoldInputs,
     FoldOutputs,
-    Progress,
+    Position,
     Run,
-    best_model,
+    flush_loss,
     fold_config,
     make_checkpoint,
     new_run,
@@ -59,12 +68,12 @@ from fvc.fold_state import (
     record_epoch,
     restore_checkpoint,
 )
-from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, is_oom_error
+from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
 from fvc.models import build_model, count_parameters
-from fvc.step import autocast, first_line, robust_step, train_step
+from fvc.step import Rollback, StepStateLost, autocast, robust_step, train_step
 
 __all__ = [  # the loop, and what callers imported from here before the split
-    "EXIT_RESUMABLE", "HISTORY_COLUMNS", "FoldInputs", "FoldOutputs", "MemoryLog", "Progress",
+    "EXIT_RESUMABLE", "HISTORY_COLUMNS", "FoldInputs", "FoldOutputs", "MemoryLog", "Position",
     "Run", "TrainingFailed", "TrainingInterrupted", "end_epoch", "evaluate", "fit_fold", "main",
     "pick_device", "robust_step", "run_fold", "train_one_epoch", "train_step",
 ]  # fmt: skip
@@ -94,53 +103,55 @@ def train_one_epoch(
     data: ClipSet,
     batches: list[np.ndarray],
     stop: ckpt.StopControl,
-    save: Callable[[], None],
+    checkpointer: ckpt.Checkpointer | None = None,
     num_workers: int = 0,
-    checkpoint_every: int = 0,
 ) -> str | None:
-    """Train the epoch's batches from ``prog.batch_in_epoch`` on; returns a stop reason or None.
+    """Train the epoch's batches from ``pos.batch_in_epoch`` on; returns a stop reason or None.
 
-    ``save()`` writes the latest checkpoint every ``checkpoint_every`` batches. Progress lines are
-    logged at each quarter of the epoch (and every 30 s), readable in a plain log file.
+    ``checkpointer`` writes ``latest_checkpoint.pt`` in the background when its cadence is
+    due. Progress lines are logged at each quarter of the epoch (and every 30 s), readable in a
+    plain log file; they are the only points where a step waits for the device (the loss).
     """
-    prog = run.prog
+    pos = run.pos
     run.model.train()
     loader = torch.utils.data.DataLoader(
         data,
-        batch_sampler=[b.tolist() for b in batches[prog.batch_in_epoch :]],
+        batch_sampler=[b.tolist() for b in batches[pos.batch_in_epoch :]],
         num_workers=num_workers,
         collate_fn=collate_batch,
         generator=torch.Generator(),  # keeps the global RNG (dropout) untouched by the loader
         worker_init_fn=_ignore_stop_signals if num_workers else None,
-        pin_memory=run.device.type == "cuda",
+        pin_memory=run.device.type == "cuda",  # then inputs and labels move non_blocking
     )
+    rollback = Rollback(run)
     n, last_log, t0 = len(batches), time.time(), time.time()
     for x, y in loader:
-        loss = robust_step(run, x, y)
-        prog.batch_in_epoch += 1
-        prog.step += 1
-        prog.batches += 1
+        loss = robust_step(run, x, y, rollback)
+        pos.batch_in_epoch += 1
+        pos.step += 1
+        pos.batches += 1
         if loss is None:
-            prog.skipped += 1
+            pos.skipped += 1
         else:
-            prog.loss_sum += loss * len(y)
-            prog.samples += len(y)
-        run.policy.after_batch(prog.step)
+            run.pending_loss += loss.double() * len(y)
+            pos.samples += len(y)
+        run.policy.after_batch(pos.step)
         now = time.time()
-        prog.seconds, t0 = prog.seconds + now - t0, now
-        b = prog.batch_in_epoch
+        pos.seconds, t0 = pos.seconds + now - t0, now
+        b = pos.batch_in_epoch
         if now - last_log > 30 or 4 * b // n != 4 * (b - 1) // n:
             last_log = now
-            bar, loss_avg = "#" * round(20 * b / n), prog.loss_sum / max(prog.samples, 1)
+            flush_loss(run)
+            bar, loss_avg = "#" * round(20 * b / n), pos.loss_sum / max(pos.samples, 1)
             log.info(
-                f"epoch {prog.epoch + 1} [{bar:<20}] {100 * b / n:3.0f}% {b}/{n} batches, "
-                f"loss {loss_avg:.4f}, micro-batch {prog.micro_batch_size}"
+                f"epoch {pos.epoch + 1} [{bar:<20}] {100 * b / n:3.0f}% {b}/{n} batches, "
+                f"loss {loss_avg:.4f}, micro-batch {pos.micro_batch_size}"
             )
         reason = stop.reason()
         if reason:
             return reason
-        if checkpoint_every and b % checkpoint_every == 0 and b < n:
-            save()
+        if checkpointer is not None and checkpointer.due(b, n):
+            checkpointer.save_background()
     return None
 
 
@@ -148,62 +159,59 @@ def train_one_epoch(
 def evaluate(
     model: nn.Module,
     data: ClipSet,
-    device: torch.device,
+    norm: InputNorm,
     batch_size: int,
-    amp: bool = False,
+    precision: str = "off",
     memlog: MemoryLog | None = None,
 ) -> tuple[float, np.ndarray, int]:
     """Mean cross-entropy and P(fake) per clip, in ``data`` order.
 
     Halves its batch on OOM (down to 1) and returns the batch size that worked, so the next
-    epoch starts there.
+    epoch starts there. Results stay on the device until the end (one sync).
     """
     model.eval()
+    device = norm.mean.device
     n = len(data)
-    probs, loss_sum, i = np.empty(n, dtype=np.float64), 0.0, 0
+    probs = torch.empty(n, dtype=torch.float32, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    i = 0
     while i < n:
         error = None
         try:
             x, y = data.get_batch(np.arange(i, min(n, i + batch_size)))
-            with autocast(device, amp):
-                logits = model(to_model_input(x, device))
+            with autocast(device, precision):
+                logits = model(to_model_input(x, norm))
             logits = logits.float()
-            loss_sum += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
-            probs[i : i + len(y)] = torch.softmax(logits, 1)[:, 1].cpu().numpy()
+            y = y.to(device, non_blocking=True)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            probs[i : i + len(y)] = torch.softmax(logits, 1)[:, 1]
             i += len(y)
             continue
         except Exception as exc:
             if not is_oom_error(exc) or batch_size == 1:
                 raise
-            error = first_line(exc)
+            error = error_line(exc)
         aggressive_gc()
         batch_size //= 2
         log.warning("OOM during evaluation (%s); eval batch -> %d", error, batch_size)
         if memlog is not None:
             memlog.event("eval_oom", error=error, eval_batch_size=batch_size)
-    return loss_sum / max(n, 1), probs, batch_size
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """CUDA when available (a GPU job), else CPU; ``device`` overrides."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return float(loss_sum) / max(n, 1), probs.double().cpu().numpy(), batch_size
 
 
 def end_epoch(run: Run, e: int, data: FoldData, tc: dict[str, Any]) -> tuple[dict, bool]:
     """Validate after epoch ``e``, step the schedule, update history/best/patience."""
-    prog = run.prog
+    pos = run.pos
     t0 = time.time()
     # a micro-batch that fits training fits evaluation (no stored activations)
-    eval_batch = min(prog.eval_batch_size, prog.micro_batch_size)
-    val_loss, probs, prog.eval_batch_size = evaluate(
-        run.model, data.val, run.device, eval_batch, run.amp, run.memlog
+    eval_batch = min(pos.eval_batch_size, pos.micro_batch_size)
+    val_loss, probs, pos.eval_batch_size = evaluate(
+        run.model, data.val, run.norm, eval_batch, run.precision, run.memlog
     )
     if not np.all(np.isfinite(probs)):
         raise TrainingFailed(
             f"epoch {e} produced non-finite predictions (training diverged: lower train.lr or "
-            "set train.use_amp: false)"
+            "set train.precision: off)"
         )
     lr = run.optimizer.param_groups[0]["lr"]
     if run.scheduler is not None:
@@ -228,10 +236,12 @@ def fit_fold(
 ) -> dict[str, Any]:
     """Train fold ``fold`` (resuming when possible) and publish its outputs; returns the metrics.
 
-    ``micro_batch_size`` is only the starting micro-batch (default: the batch size); a resumed
-    run continues with the checkpoint's. ``runtime_min`` is the job's time budget (the rule's
-    ``runtime`` resource), counted from ``started_at`` (default: this process's start).
-    Raises :class:`TrainingInterrupted` after checkpointing on SIGTERM/SIGUSR1 or at the budget.
+    ``device`` overrides ``train.device``. ``micro_batch_size`` is only the starting
+    micro-batch (default: the batch size); a resumed run continues with the checkpoint's.
+    ``runtime_min`` is the job's time budget (the rule's ``runtime`` resource), counted from
+    ``started_at`` (default: this process's start). Raises :class:`TrainingInterrupted` on
+    SIGTERM/SIGUSR1 or at the budget (after checkpointing) and after an OOM inside the
+    optimizer update (without saving the half-updated state).
     """
     model_cfg, tc = fold_config(model_cfg, train_cfg)
     policy = MemoryPolicy.from_config(memory_cfg)
@@ -239,7 +249,10 @@ def fit_fold(
     with ckpt.StopControl(runtime_min, tc["time_margin_s"], started_at) as stop:
         if threads:
             torch.set_num_threads(int(threads))
-        dev = pick_device(device)
+        dev = pick_device(device or tc["device"])
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+            torch.backends.cudnn.benchmark = True  # clip shapes are fixed within a fold
         ckpt_dir = Path(checkpoint_dir)
         data = load_fold(**dataclasses.asdict(inputs), fold=fold)
         files = dataclasses.asdict(inputs) | (
@@ -254,56 +267,77 @@ def fit_fold(
         np.random.seed(seed)
         model = build_model(model_cfg).to(dev)
         memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
-        run = new_run(model, tc, dev, data.train.labels, policy, memlog, micro_batch_size)
+        norm = input_norm(dev)
+        run = new_run(model, tc, dev, data.train.labels, policy, memlog, norm, micro_batch_size)
         if decision.state is not None:
             restore_checkpoint(run, decision.state)
-        prog = run.prog
+        pos = run.pos
         log.info(
             f"fold {fold}: {model_cfg['name']} ({count_parameters(model)} params) on {dev}, "
             f"{torch.get_num_threads()} threads; {len(data.train)} train clips ({data.n_aug} "
             f"augmented), {len(data.val)} val; batch {tc['batch_size']}, micro-batch "
-            f"{prog.micro_batch_size}, amp {run.amp}"
+            f"{pos.micro_batch_size}, precision {run.precision}"
         )
-        run.memlog.event(
+        memlog.event(
             "stage_start",
             resumed=decision.state is not None,
             reason=decision.reason,
-            epoch=prog.epoch,
-            batch=prog.batch_in_epoch,
-            micro_batch_size=prog.micro_batch_size,
+            epoch=pos.epoch,
+            batch=pos.batch_in_epoch,
+            micro_batch_size=pos.micro_batch_size,
+            device=str(dev),
+            precision=run.precision,
         )
-
-        def save(path: Path | None = None, complete: bool = False) -> None:
-            ckpt.save_checkpoint(path or ckpt_dir / ckpt.LATEST, make_checkpoint(run, fp, complete))
-
+        checkpointer = ckpt.Checkpointer(
+            ckpt_dir,
+            lambda complete: make_checkpoint(run, fp, complete),
+            tc["checkpoint_every_n_batches"],
+            tc["checkpoint_every_s"],
+        )
         policy.setup_done()
         try:
-            _epochs(run, tc, fold, data, stop, save, ckpt_dir, model_cfg, fp)
-            run.memlog.event(
+            _epochs(run, tc, fold, data, stop, checkpointer)
+            memlog.event(
                 "fold_end",
-                epochs=prog.epoch,
-                best_epoch=prog.best["epoch"],
-                micro_batch_size=prog.micro_batch_size,
-                skipped=prog.skipped,
+                epochs=pos.epoch,
+                best_epoch=pos.best["epoch"],
+                micro_batch_size=pos.micro_batch_size,
+                skipped=pos.skipped,
+                background_checkpoints=checkpointer.background_writes,
+                checkpoint_blocking_s=round(checkpointer.blocking_s, 3),
             )
-            metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"])
-            save(complete=True)
+            metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"], ckpt_dir)
+            checkpointer.save(complete=True)
             log.info(
-                f"fold {fold} done: best epoch {prog.best['epoch']}, {tc['best_metric']} "
-                f"{prog.best['value']:.4f}; {run.memlog.summary()}"
+                f"fold {fold} done: best epoch {pos.best['epoch']}, {tc['best_metric']} "
+                f"{pos.best['value']:.4f}; {memlog.summary()}"
             )
             return metrics
         except TrainingInterrupted as exc:
-            at = {"epoch": prog.epoch + 1, "batch": prog.batch_in_epoch}
-            run.memlog.event(
-                "interrupted", reason=str(exc), micro_batch_size=prog.micro_batch_size, **at
+            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch}
+            memlog.event(
+                "interrupted", reason=str(exc), micro_batch_size=pos.micro_batch_size, **at
             )
             log.warning(
                 f"fold {fold}: {exc}; checkpoint written at epoch {at['epoch']} batch "
-                f"{at['batch']}, rerun to resume (exit {EXIT_RESUMABLE}); {run.memlog.summary()}"
+                f"{at['batch']}, rerun to resume (exit {EXIT_RESUMABLE}); {memlog.summary()}"
             )
             raise
+        except StepStateLost as exc:
+            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch + 1}
+            checkpointer.wait()  # an earlier, consistent state may still be on its way to disk
+            memlog.event(
+                "step_state_lost", error=str(exc), micro_batch_size=pos.micro_batch_size, **at
+            )
+            log.error(
+                f"fold {fold}: {exc} at epoch {at['epoch']} batch {at['batch']}: weights and "
+                "optimizer state may be half-updated, so the step is not retried and this state "
+                f"is not saved; rerun to resume from the last checkpoint in {ckpt_dir} (exit "
+                f"{EXIT_RESUMABLE})"
+            )
+            raise TrainingInterrupted(str(exc)) from None
         finally:
+            checkpointer.wait()
             policy.teardown()
 
 
@@ -313,48 +347,34 @@ def _epochs(
     fold: int,
     data: FoldData,
     stop: ckpt.StopControl,
-    save: Callable[..., None],
-    ckpt_dir: Path,
-    model_cfg: dict,
-    fp: str,
+    checkpointer: ckpt.Checkpointer,
 ) -> None:
     """The epoch loop of :func:`fit_fold`; checkpoints at every epoch end and on a stop."""
-    prog, policy = run.prog, run.policy
-    while prog.epoch < tc["epochs"] and not prog.stopped_early:
-        e = prog.epoch + 1
+    pos, policy, ckpt_dir = run.pos, run.policy, checkpointer.dir
+    while pos.epoch < tc["epochs"] and not pos.stopped_early:
+        e = pos.epoch + 1
         batches = epoch_batches(
             data.train.labels, tc["batch_size"], tc["seed"], fold, e, tc["sampler"]
         )
-        reason = train_one_epoch(
-            run,
-            data.train,
-            batches,
-            stop,
-            save,
-            tc["num_workers"],
-            tc["checkpoint_every_n_batches"],
-        )
+        reason = train_one_epoch(run, data.train, batches, stop, checkpointer, tc["num_workers"])
         if reason:
-            save()
+            checkpointer.save()
             raise TrainingInterrupted(reason)
-        if prog.skipped > policy.max_skip_fraction * prog.batches:
-            run.memlog.event("failed", skipped=prog.skipped, batches=prog.batches)
+        if pos.skipped > policy.max_skip_fraction * pos.batches:
+            run.memlog.event("failed", skipped=pos.skipped, batches=pos.batches)
             raise TrainingFailed(
-                f"fold {fold}: {prog.skipped} of {prog.batches} batches skipped after OOM at "
-                f"micro-batch {prog.micro_batch_size} (> memory.max_skip_fraction "
+                f"fold {fold}: {pos.skipped} of {pos.batches} batches skipped after OOM at "
+                f"micro-batch {pos.micro_batch_size} (> memory.max_skip_fraction "
                 f"{policy.max_skip_fraction}); lower data.size/num_frames or use a smaller model"
             )
         row, improved = end_epoch(run, e, data, tc)
-        save(ckpt.epoch_path(ckpt_dir, e))
+        checkpointer.save(ckpt.epoch_path(ckpt_dir, e))
         ckpt.link_or_copy(ckpt.epoch_path(ckpt_dir, e), ckpt_dir / ckpt.LATEST)
-        if improved:
-            best = best_model(prog, model_cfg, tc["best_metric"]) | {"fingerprint": fp}
-            ckpt.save_checkpoint(ckpt_dir / ckpt.BEST, best)
-        ckpt.prune_epoch_checkpoints(ckpt_dir, tc["keep_epoch_checkpoints"])
+        ckpt.prune_epoch_checkpoints(ckpt_dir, tc["keep_epoch_checkpoints"], pos.best["epoch"])
         run.memlog.event(
             "epoch_end",
             epoch=e,
-            micro_batch_size=prog.micro_batch_size,
+            micro_batch_size=pos.micro_batch_size,
             val_loss=row["val_loss"],
             improved=improved,
         )
@@ -365,7 +385,7 @@ def _epochs(
             f", lr {row['lr']:.2e}, {row['seconds']:.1f} s"
         )
         aggressive_gc()
-        if prog.stopped_early:
+        if pos.stopped_early:
             log.info("early stopping: %d epochs without improvement", tc["patience"])
         reason = stop.reason()
         if reason:
@@ -373,21 +393,33 @@ def _epochs(
 
 
 def run_fold(*args: Any, **kwargs: Any) -> int:
-    """:func:`fit_fold` as a job: 0 when done, :data:`EXIT_RESUMABLE` after a deliberate stop."""
+    """:func:`fit_fold` as a job: 0 when done, :data:`EXIT_RESUMABLE` after a deliberate stop.
+
+    Before anything initialises CUDA it claims a GPU slot for ``train.device`` auto/cuda on a
+    machine with several GPUs (:func:`fvc.devices.claim_gpu_slot`; not under SLURM). A
+    configuration error is one log line and exit status 2.
+    """
+    train_cfg = kwargs.get("train_cfg", args[4] if len(args) > 4 else None) or {}
+    spec = kwargs.get("device") or train_cfg.get("device", "auto")
+    if spec in ("auto", "cuda"):
+        claim_gpu_slot()
     try:
         fit_fold(*args, **kwargs)
     except TrainingInterrupted:
         return EXIT_RESUMABLE
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     finally:
         aggressive_gc()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line of :mod:`fvc.cli` (imported late: it imports this module)."""
+    """Deprecated spelling of ``fvc train ...`` (``python -m fvc.train`` keeps working)."""
     from fvc.cli import main as cli_main
 
-    return cli_main(argv)
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 import torch
 from faultkit import MODEL, TRAIN, fold_inputs, weights
 
-from fvc.datasets import write_synthetic_inputs
+from bench.synthetic import write_synthetic_inputs
 from fvc.train import FoldOutputs, fit_fold
 
 
@@ -21,5 +21,5 @@ def fault_reference(fault_inputs, tmp_path_factory) -> dict[str, dict[str, torch
     """Final and best weights of an uninterrupted in-process run of TRAIN."""
     root = tmp_path_factory.mktemp("fault_ref")
     fit_fold(fold_inputs(fault_inputs), FoldOutputs.in_dir(root / "out"), 0, MODEL, TRAIN, {},
-             root / "ck", threads=1)  # fmt: skip
+             root / "ck", threads=1, device="cpu")  # fmt: skip
     return weights(root)

@@ -65,7 +65,7 @@ class Trainer:
             "--config", str(self.root / "config.yaml"), "--fold", "0", "--clips", fi.clips,
             "--index", fi.index, "--splits", fi.splits, "--aug-clips", fi.aug_clips,
             "--aug-manifest", fi.aug_manifest, "--out-dir", str(self.root / "out"),
-            "--checkpoint-dir", str(self.ck), "--threads", "1",
+            "--checkpoint-dir", str(self.ck), "--threads", "1", "--device", "cpu",
         ]  # fmt: skip
 
     def start(self, prefix: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 
 import numpy as np
@@ -87,7 +88,8 @@ def test_fingerprint_tracks_maths_not_bookkeeping(tmp_path) -> None:
     model, train = {"name": "small3d"}, {"lr": 0.01, "epochs": 3, "checkpoint_every_n_batches": 5}
     base = ckpt.fingerprint(0, model, train, {"clips": data})
     assert base == ckpt.fingerprint(0, model, train, {"clips": data})
-    for key in ("checkpoint_every_n_batches", "time_margin_s", "keep_epoch_checkpoints"):
+    for key in ("checkpoint_every_n_batches", "checkpoint_every_s", "time_margin_s",
+                "keep_epoch_checkpoints", "device", "num_workers"):  # fmt: skip
         assert base == ckpt.fingerprint(0, model, {**train, key: 99}, {"clips": data}), key
     assert base != ckpt.fingerprint(1, model, train, {"clips": data})
     assert base != ckpt.fingerprint(0, model, {**train, "lr": 0.02}, {"clips": data})
@@ -108,6 +110,8 @@ def test_sampled_digest_of_large_files_sees_rewritten_content(tmp_path) -> None:
 def test_prune_and_link(tmp_path) -> None:
     for e in range(1, 6):
         ckpt.save_checkpoint(ckpt.epoch_path(tmp_path, e), _state(epoch=e))
+    ckpt.prune_epoch_checkpoints(tmp_path, keep=2, best_epoch=1)
+    assert [e for e, _ in ckpt.epoch_checkpoints(tmp_path)] == [5, 4, 1]  # 1 holds the best
     ckpt.prune_epoch_checkpoints(tmp_path, keep=2)
     assert [e for e, _ in ckpt.epoch_checkpoints(tmp_path)] == [5, 4]
     ckpt.link_or_copy(ckpt.epoch_path(tmp_path, 5), tmp_path / ckpt.LATEST)
@@ -144,11 +148,23 @@ def test_resume_decisions(tmp_path, caplog) -> None:
     found = ckpt.choose_resume(d, "other")
     assert found.state is None and "completed" in found.reason and list(d.iterdir()) == []
 
-    # nothing readable at all: fresh, the unreadable files kept aside for inspection
-    (d / ckpt.LATEST).write_bytes(b"junk")
-    found = ckpt.choose_resume(d, "other")
+    # a state whose best epoch's checkpoint (the best weights) is gone is not usable
+    ckpt.save_checkpoint(ckpt.epoch_path(d, 3), {**_state("other", epoch=3), "best": {"epoch": 3}})
+    ckpt.save_checkpoint(d / ckpt.LATEST, {**_state("other", epoch=4), "best": {"epoch": 2}})
+    with caplog.at_level(logging.WARNING, logger="fvc.checkpoint"):
+        found = ckpt.choose_resume(d, "other")
+    assert found.source.name == "checkpoint_epoch_3.pt"
+    assert "checkpoint_epoch_2.pt (the best weights) is missing" in caplog.text
+
+    # nothing readable at all: fresh, the unreadable files kept aside for inspection; only the
+    # newest set-aside folder is kept (and the removal logged)
+    for p in d.iterdir():
+        p.write_bytes(b"junk")
+    with caplog.at_level(logging.INFO, logger="fvc.checkpoint"):
+        found = ckpt.choose_resume(d, "other")
     assert found.state is None and "no readable checkpoint" in found.reason
-    assert len(list(tmp_path.glob("fold_0.old-*"))) == 2
+    (kept,) = tmp_path.glob("fold_0.old-*")
+    assert (kept / ckpt.LATEST).read_bytes() == b"junk" and f"keeping {kept}" in caplog.text
 
 
 def test_stop_control_time_budget() -> None:
@@ -168,3 +184,55 @@ def test_stop_control_signals(sig: signal.Signals) -> None:
         time.sleep(0.01)
         assert stop.reason() == f"received {sig.name}"
     assert signal.getsignal(sig) == before
+
+
+def test_background_writes_snapshot_the_state_and_keep_one_in_flight(tmp_path, monkeypatch):
+    live = {"w": torch.zeros(1000, 1000)}
+    pos = {"batch": 0}
+
+    def make_state(complete: bool) -> dict:
+        return {
+            **_state(),
+            "model_state": live,
+            "batch_in_epoch": pos["batch"],
+            "complete": complete,
+        }
+
+    release = threading.Event()
+    real_save = ckpt.save_checkpoint
+
+    def slow_save(path, state) -> None:  # a write that takes until the test says so
+        release.wait(30)
+        real_save(path, state)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", slow_save)
+    cp = ckpt.Checkpointer(tmp_path, make_state, every_n_batches=2)
+    assert [cp.due(b, 10) for b in (1, 2, 3, 4, 10)] == [False, True, False, True, False]
+    pos["batch"] = 2
+    assert cp.save_background()
+    live["w"].add_(1.0)  # training goes on while the thread writes
+    pos["batch"] = 4
+    assert not cp.save_background()  # one write in flight at most
+    release.set()
+    cp.wait()
+    written = ckpt.load_checkpoint(tmp_path / ckpt.LATEST)
+    assert written["batch_in_epoch"] == 2 and float(written["model_state"]["w"].max()) == 0.0
+    cp.save(complete=True)  # synchronous: on disk when it returns
+    final = ckpt.load_checkpoint(tmp_path / ckpt.LATEST)
+    assert final["complete"] and float(final["model_state"]["w"].min()) == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == [ckpt.LATEST]  # no temp file left
+    assert cp.background_writes == 1
+
+
+def test_time_cadence_and_failed_background_write(tmp_path, caplog) -> None:
+    cp = ckpt.Checkpointer(tmp_path, lambda c: {**_state(), "bad": lambda: None}, every_s=0.05)
+    assert not cp.due(1, 10)
+    time.sleep(0.06)
+    assert cp.due(1, 10) and not cp.due(10, 10)
+    ckpt.save_checkpoint(tmp_path / ckpt.LATEST, _state(epoch=7))
+    assert cp.save_background()
+    with caplog.at_level(logging.WARNING, logger="fvc.checkpoint"):
+        cp.wait()
+    assert "background checkpoint write failed" in caplog.text
+    assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["epoch"] == 7  # intact
+    assert not cp.due(1, 10)  # the cadence restarted

@@ -17,7 +17,6 @@ from fvc.memory import (
     call_with_oom_recovery,
     is_oom_error,
     memory_stats,
-    safe_execute,
 )
 
 
@@ -156,35 +155,6 @@ def test_memory_stats_and_timeline(tmp_path) -> None:
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert [json.loads(x)["event"] for x in lines] == ["stage_start", "oom", "batch_size"]
     assert "'oom': 1" in mlog.summary() and "peak RSS" in mlog.summary()
-
-
-def test_safe_execute_retries_oom_only() -> None:
-    calls: list[int] = []
-
-    def flaky(n: int) -> int:
-        calls.append(n)
-        if len(calls) == 1:
-            torch.empty(1 << 50, dtype=torch.uint8)  # a real allocator failure
-        return n * 2
-
-    seen: list[int] = []
-    assert safe_execute(flaky, 21, retries=1, on_oom=lambda a, m: seen.append(a)) == 42
-    assert calls == [21, 21] and seen == [1]
-
-    def always() -> None:
-        raise MemoryError
-
-    with pytest.raises(MemoryError):
-        safe_execute(always, retries=2)
-
-    def broken() -> None:
-        calls.append(0)
-        raise ValueError("not memory")
-
-    calls.clear()
-    with pytest.raises(ValueError):
-        safe_execute(broken, retries=3)
-    assert calls == [0]
 
 
 def test_oom_recovery_retries_then_halves_then_skips(tmp_path) -> None:

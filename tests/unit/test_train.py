@@ -14,16 +14,20 @@ import pytest
 import torch
 
 import fvc.train
+from bench.synthetic import write_synthetic_inputs
 from fvc import checkpoint as ckpt
 from fvc.datasets import (
     class_weights,
     epoch_batches,
+    input_norm,
     load_fold,
     to_model_input,
-    write_synthetic_inputs,
 )
+from fvc.fold_state import Position, Run
+from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.metrics import METRIC_NAMES
 from fvc.models import build_model
+from fvc.step import train_step
 from fvc.train import FoldInputs, FoldOutputs, TrainingFailed, TrainingInterrupted, fit_fold
 
 BASE = {"epochs": 3, "batch_size": 4, "checkpoint_every_n_batches": 2, "seed": 5}
@@ -39,7 +43,10 @@ def fold_inputs(inputs: dict, fold: int = 0) -> FoldInputs:
 
 
 def fit(inputs: dict, root: Path, train: dict | None = None, **kw) -> dict:
-    """fit_fold on fold 0 with outputs in root/out and checkpoints in root/ck."""
+    """fit_fold on fold 0 on the CPU, outputs in root/out and checkpoints in root/ck.
+
+    The device is explicit so the bit-identity assertions also hold on a machine with a GPU.
+    """
     model = kw.pop("model", {"name": "small3d", "dropout": 0.2})
     return fit_fold(
         fold_inputs(inputs),
@@ -50,8 +57,19 @@ def fit(inputs: dict, root: Path, train: dict | None = None, **kw) -> dict:
         kw.pop("memory", {}),
         root / "ck",
         threads=1,
+        device=kw.pop("device", "cpu"),
         **kw,
     )
+
+
+def cpu_run(model, precision: str = "off", weights=(1.0, 1.0), memlog=None, lr: float = 1e-3):
+    """A :class:`Run` on the CPU around ``model`` (AdamW; a GradScaler with fp16)."""
+    cpu = torch.device("cpu")
+    return Run(
+        model, torch.optim.AdamW(model.parameters(), lr=lr), None,
+        torch.amp.GradScaler("cpu") if precision == "fp16" else None, cpu, precision,
+        torch.tensor(weights), input_norm(cpu), MemoryPolicy(), memlog, Position(4, 4),
+    )  # fmt: skip
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
@@ -129,7 +147,7 @@ def test_batch_order_is_a_pure_function_of_seed_fold_epoch() -> None:
 
 def test_model_input_and_class_weights() -> None:
     x = torch.full((2, 4, 8, 8, 3), 255, dtype=torch.uint8)
-    out = to_model_input(x, "cpu")
+    out = to_model_input(x, input_norm("cpu"))
     assert out.shape == (2, 3, 4, 8, 8) and out.dtype == torch.float32
     assert torch.allclose(out[0, 0], torch.tensor((1 - 0.43216) / 0.22803))
     assert class_weights(np.array([0, 0, 0, 1]), "auto").tolist() == pytest.approx([2 / 3, 2.0])
@@ -160,7 +178,12 @@ def test_outputs_follow_the_artifact_contract(inputs, reference) -> None:
     assert events == ["stage_start", "epoch_end", "epoch_end", "epoch_end", "fold_end"]
     state = ckpt.load_checkpoint(reference / "ck" / ckpt.LATEST)
     assert state["complete"] and state["epoch"] == 3
-    assert [e for e, _ in ckpt.epoch_checkpoints(reference / "ck")] == [3, 2]  # keep 2
+    best_epoch = metrics["best_epoch"]  # keep 2, plus the best epoch's (the best weights)
+    kept = [e for e, _ in ckpt.epoch_checkpoints(reference / "ck")]
+    assert kept == sorted({3, 2, best_epoch}, reverse=True)
+    stored = ckpt.load_checkpoint(ckpt.epoch_path(reference / "ck", best_epoch))["model_state"]
+    assert_same_weights(best["model_state"], stored)
+    assert not (reference / "ck" / "best_checkpoint.pt").exists()  # stored once
 
 
 def test_micro_batches_accumulate_the_full_batch_gradient(inputs) -> None:
@@ -170,10 +193,8 @@ def test_micro_batches_accumulate_the_full_batch_gradient(inputs) -> None:
     for micro in (8, 3):
         torch.manual_seed(0)
         model = build_model({"name": "small3d", "dropout": 0.0}).eval()  # BN on running stats
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        run = fvc.train.Run(model, opt, None, None, torch.device("cpu"), False,
-                            torch.tensor([0.7, 1.9]), None, None, None)  # fmt: skip
-        loss = fvc.train.train_step(run, x, y, micro)
+        run = cpu_run(model, weights=(0.7, 1.9), lr=0.0)
+        loss = float(train_step(run, x, y, micro))
         grads.append((loss, [p.grad.clone() for p in model.parameters()]))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     for a, b in zip(grads[0][1], grads[1][1], strict=True):
@@ -187,11 +208,9 @@ def test_cpu_amp_skips_steps_with_non_finite_gradients(inputs, tmp_path) -> None
     model = build_model({"name": "small3d"})
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.head.weight.register_hook(lambda g: g * float("inf"))  # what the oneDNN glitch does
-    opt = torch.optim.AdamW(model.parameters())
-    mlog = fvc.train.MemoryLog(tmp_path / "m.jsonl")
-    run = fvc.train.Run(model, opt, None, None, torch.device("cpu"), True, torch.ones(2), None,
-                        mlog, None)  # fmt: skip
-    assert np.isfinite(fvc.train.train_step(run, x, y, 4))
+    run = cpu_run(model, "bf16", memlog=MemoryLog(tmp_path / "m.jsonl"))
+    mlog = run.memlog
+    assert np.isfinite(float(train_step(run, x, y, 4)))
     assert [e["event"] for e in mlog.read()] == ["nonfinite_grad"]
     for k, v in model.state_dict().items():
         if "running" not in k and "num_batches" not in k:
@@ -302,11 +321,12 @@ def test_changed_config_and_forced_rerun_start_fresh(inputs, reference, tmp_path
 @pytest.mark.parametrize(
     "train",
     [
-        {"use_amp": True, "epochs": 1},  # bf16 autocast on CPU
+        {"precision": "bf16", "epochs": 1},  # bf16 autocast on CPU
+        {"precision": "fp16", "epochs": 1},  # fp16 autocast + GradScaler on CPU
         {"scheduler": "step", "class_weights": "auto", "sampler": "balanced", "epochs": 2},
         {"scheduler": "none", "patience": 1, "best_metric": "val_loss", "lr": 0.0},
     ],
-    ids=["amp", "step-balanced", "early-stop"],
+    ids=["bf16", "fp16", "step-balanced", "early-stop"],
 )
 def test_training_options(inputs, tmp_path, train: dict) -> None:
     metrics = fit(inputs, tmp_path, train)
@@ -332,3 +352,135 @@ def test_bad_config_and_cli_help(inputs, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         fvc.train.main(["--help"])
     assert exc.value.code == 0 and "--checkpoint-dir" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- precision, devices, config
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_runs_the_model_in_the_configured_precision(inputs, precision: str) -> None:
+    """Fails if autocast were disabled: the convolutions would then compute in float32."""
+    data = load_fold(**vars(fold_inputs(inputs)), fold=0)
+    x, y = data.train.get_batch(np.arange(4))
+    torch.manual_seed(0)
+    model = build_model({"name": "small3d"})
+    seen: list[torch.dtype] = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv3d | torch.nn.Linear):
+            m.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    run = cpu_run(model, precision)
+    train_step(run, x, y, 4)
+    fvc.train.evaluate(model, data.val, run.norm, 4, precision)
+    want = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert seen and set(seen) == {want}
+    if precision == "fp16":  # the GradScaler scaled the loss and took part in the step
+        assert run.scaler.get_scale() > 1 and run.scaler._get_growth_tracker() in (0, 1)
+
+
+FP16 = {"precision": "fp16"}
+
+
+@pytest.fixture(scope="module")
+def fp16_reference(inputs, tmp_path_factory) -> Path:
+    """One uninterrupted fp16 + GradScaler run of the BASE config on the CPU."""
+    root = tmp_path_factory.mktemp("ref16")
+    fit(inputs, root, FP16)
+    return root
+
+
+def fail_once(step: int):
+    """A callable that raises a CUDA-style OOM the ``step``-th time it is called."""
+    calls = {"n": 0}
+
+    def maybe_fail(*_args) -> None:
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
+            )
+
+    return maybe_fail
+
+
+def test_fp16_oom_after_batchnorm_and_dropout_ran_is_rolled_back_exactly(
+    inputs, fp16_reference, tmp_path, monkeypatch
+) -> None:
+    """(a) OOM at the classifier head: every BatchNorm layer has updated its running statistics
+    and dropout has drawn from the RNG; the retry must see the state of before the attempt."""
+    fail = fail_once(9)  # epoch 2, batch 3
+
+    def build(cfg: dict):
+        model = build_model(cfg)
+        model.head.register_forward_pre_hook(lambda m, a: fail() if m.training else None)
+        return model
+
+    monkeypatch.setattr(fvc.train, "build_model", build)
+    fit(inputs, tmp_path, FP16)
+    events = [json.loads(x) for x in (tmp_path / "out/memory.jsonl").read_text().splitlines()]
+    assert [
+        (e["event"], e.get("epoch"), e.get("batch")) for e in events if "oom" in e["event"]
+    ] == [("oom", 2, 3)]
+    assert_same_weights(final_weights(tmp_path), final_weights(fp16_reference))
+    best = torch.load(tmp_path / "out/best_model.pt", weights_only=True)["model_state"]
+    ref = torch.load(fp16_reference / "out/best_model.pt", weights_only=True)["model_state"]
+    assert_same_weights(best, ref)
+
+
+@pytest.mark.parametrize("where", ["optimizer.step", "scaler.unscale_", "scaler.update"])
+def test_fp16_oom_inside_the_update_stops_and_resumes_exactly(
+    inputs, fp16_reference, tmp_path, monkeypatch, where: str
+) -> None:
+    """(b), (c) OOM after the update changed state in place: never retried, never saved; the
+    rerun resumes from the last checkpoint and ends bit-identical to the run without the fault."""
+    fail = fail_once(9)  # epoch 2, batch 3; a background checkpoint was due after batch 2
+    owner, name = {
+        "optimizer.step": (torch.optim.AdamW, "step"),
+        "scaler.unscale_": (torch.amp.GradScaler, "unscale_"),
+        "scaler.update": (torch.amp.GradScaler, "update"),
+    }[where]
+    original = getattr(owner, name)
+
+    def done_then_fail(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)  # the state has changed in place...
+        fail()  # ...then the allocation of a temporary fails
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(owner, name, done_then_fail)
+        with pytest.raises(TrainingInterrupted, match="out of memory inside the optimizer step"):
+            fit(inputs, tmp_path, FP16)
+    latest = ckpt.load_checkpoint(tmp_path / "ck" / ckpt.LATEST)
+    assert (latest["epoch"], latest["batch_in_epoch"]) == (1, 2)  # the state before the fault
+    events = [json.loads(x) for x in (tmp_path / "ck/memory.jsonl").read_text().splitlines()]
+    lost = [e for e in events if e["event"] == "step_state_lost"]
+    assert [(e["epoch"], e["batch"]) for e in lost] == [(2, 3)] and "retry" not in str(events)
+
+    fit(inputs, tmp_path, FP16)  # the rerun
+    assert_same_weights(final_weights(tmp_path), final_weights(fp16_reference))
+
+
+def test_use_amp_still_works_and_names_train_precision(inputs, tmp_path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        fit(inputs, tmp_path, {"use_amp": True, "epochs": 1})
+    assert "train.use_amp is deprecated: set train.precision" in caplog.text
+    assert "read as precision: auto" in caplog.text
+    assert (
+        json.loads((tmp_path / "out/memory.jsonl").read_text().splitlines()[0])["precision"]
+        == "bf16"
+    )  # auto on the CPU
+    with pytest.raises(ValueError, match=r"train.precision: 'fp32' is not one of"):
+        fit(inputs, tmp_path / "x", {"precision": "fp32"})
+    with pytest.raises(ValueError, match=r"train.device: 'gpu' is not auto, cpu, cuda or cuda:N"):
+        fit(inputs, tmp_path / "x", {"device": "gpu"}, device=None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where CUDA is missing")
+def test_cuda_without_a_gpu_is_a_one_line_error(inputs, tmp_path, caplog) -> None:
+    with pytest.raises(ValueError, match=r"^train.device: 'cuda:1' asked for, but no CUDA dev"):
+        fit(inputs, tmp_path, {"device": "cuda:1"}, device=None)
+    args = (fold_inputs(inputs), FoldOutputs.in_dir(tmp_path / "out"), 0, None,
+            {**BASE, "device": "cuda"}, None, tmp_path / "ck")  # fmt: skip
+    with caplog.at_level(logging.ERROR):
+        assert fvc.train.run_fold(*args) == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith("train.device: 'cuda' asked for") and "\n" not in line

@@ -23,6 +23,10 @@ rule train:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        # one GPU per fold: `--resources gpu=N` runs at most N folds at once locally (each on its
+        # own GPU through fvc.devices.claim_gpu_slot); the SLURM profile asks for gres gpu:1
+        gpu=1,
     params:
         fold="{fold}",
         model=config["model"],
