@@ -242,14 +242,18 @@ def clear(ckpt_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def choose_resume(ckpt_dir: str | os.PathLike[str], fp: str) -> ResumeDecision:
+def choose_resume(
+    ckpt_dir: str | os.PathLike[str], fp: str, validate: Any = None
+) -> ResumeDecision:
     """Decide between resuming and a fresh start (the directory is prepared for the latter).
 
-    - newest readable checkpoint (latest, else newest epoch checkpoint, with a warning) with the
-      same fingerprint and not complete -> resume from it;
+    - newest usable checkpoint (latest, else newest epoch checkpoint, with a warning) with the
+      same fingerprint and not complete -> resume from it; usable = readable, its best epoch's
+      checkpoint present and ``validate(state)`` passing (keys, shapes): a checkpoint that loads
+      but lacks keys or has wrong shapes falls back like a corrupt one;
     - different fingerprint (config or inputs changed) -> fresh, old directory kept aside;
     - complete (a forced rerun of a finished fold) -> fresh;
-    - nothing readable -> fresh (unreadable files kept aside).
+    - nothing usable -> fresh (unusable files kept aside).
     """
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -259,12 +263,8 @@ def choose_resume(ckpt_dir: str | os.PathLike[str], fp: str) -> ResumeDecision:
     for path in existing:
         try:
             state, source = load_checkpoint(path), path
-            best = state.get("best") or {}
-            if best and not epoch_path(d, best["epoch"]).exists():
-                raise CheckpointError(
-                    f"{path}: its best epoch's checkpoint {epoch_path(d, best['epoch']).name} "
-                    "(the best weights) is missing"
-                )
+            if state.get("fingerprint") == fp and not state.get("complete"):
+                _check_usable(d, path, state, validate)
             break
         except CheckpointError as exc:
             state = None
@@ -272,9 +272,7 @@ def choose_resume(ckpt_dir: str | os.PathLike[str], fp: str) -> ResumeDecision:
     if state is None:
         if existing:
             old = set_aside(d)
-            return ResumeDecision(
-                None, None, f"no readable checkpoint (kept in {old}); fresh start"
-            )
+            return ResumeDecision(None, None, f"no usable checkpoint (kept in {old}); fresh start")
         return ResumeDecision(None, None, "no checkpoint; fresh start")
     if state.get("fingerprint") != fp:
         old = set_aside(d)
@@ -288,6 +286,20 @@ def choose_resume(ckpt_dir: str | os.PathLike[str], fp: str) -> ResumeDecision:
     if state["batch_in_epoch"] == 0:
         where = f"end of epoch {state['epoch']}"
     return ResumeDecision(state, source, f"resuming from {source.name} ({where})")
+
+
+def _check_usable(d: Path, path: Path, state: dict[str, Any], validate: Any) -> None:
+    best = state.get("best") or {}
+    if best and not epoch_path(d, best["epoch"]).exists():
+        raise CheckpointError(
+            f"{path}: its best epoch's checkpoint {epoch_path(d, best['epoch']).name} "
+            "(the best weights) is missing"
+        )
+    if validate is not None:
+        try:
+            validate(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: unusable checkpoint ({exc})") from exc
 
 
 # ---------------------------------------------------------------- stopping on purpose

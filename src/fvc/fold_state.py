@@ -255,6 +255,22 @@ def make_checkpoint(run: Run, fp: str, complete: bool = False) -> dict[str, Any]
     }
 
 
+def check_checkpoint(state: dict[str, Any], model: nn.Module) -> None:
+    """Raise ``KeyError``/``ValueError`` unless ``state`` has every key of :func:`make_checkpoint`
+    and weights of ``model``'s shapes (:func:`fvc.checkpoint.choose_resume` then falls back)."""
+    need = {"model_state", "optimizer_state", "scheduler_state", "scaler_state", "rng", "versions"}
+    missing = sorted((need | {f.name for f in dataclasses.fields(Position)}) - set(state))
+    if missing:
+        raise KeyError(f"missing key(s) {', '.join(missing)}")
+    ours, theirs = model.state_dict(), state["model_state"]
+    if set(ours) != set(theirs):
+        raise ValueError(f"weights of another model ({len(theirs)} tensors, expected {len(ours)})")
+    bad = [k for k, v in ours.items() if tuple(theirs[k].shape) != tuple(v.shape)]
+    if bad:
+        raise ValueError(f"{bad[0]} has shape {tuple(theirs[bad[0]].shape)}, expected "
+                         f"{tuple(ours[bad[0]].shape)}")  # fmt: skip
+
+
 def restore_checkpoint(run: Run, state: dict[str, Any]) -> None:
     """Load a :func:`make_checkpoint` dict back (RNG last: building the model consumed some)."""
     run.model.load_state_dict(state["model_state"])

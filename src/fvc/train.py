@@ -60,6 +60,7 @@ from fvc.fold_state import (
     FoldOutputs,
     Position,
     Run,
+    check_checkpoint,
     flush_loss,
     fold_config,
     make_checkpoint,
@@ -259,13 +260,12 @@ def fit_fold(
             {"weights": model_cfg["weights"]} if model_cfg["weights"] else {}
         )
         fp = ckpt.fingerprint(fold, model_cfg, tc, files)
-        decision = ckpt.choose_resume(ckpt_dir, fp)
-        log.info(f"fold {fold}: {decision.reason}")
-
         seed = int(np.random.SeedSequence([tc["seed"], fold]).generate_state(1)[0])
         torch.manual_seed(seed)
         np.random.seed(seed)
         model = build_model(model_cfg).to(dev)
+        decision = ckpt.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
+        log.info(f"fold {fold}: {decision.reason}")
         memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
         norm = input_norm(dev)
         run = new_run(model, tc, dev, data.train.labels, policy, memlog, norm, micro_batch_size)

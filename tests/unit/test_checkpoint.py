@@ -162,7 +162,7 @@ def test_resume_decisions(tmp_path, caplog) -> None:
         p.write_bytes(b"junk")
     with caplog.at_level(logging.INFO, logger="fvc.checkpoint"):
         found = ckpt.choose_resume(d, "other")
-    assert found.state is None and "no readable checkpoint" in found.reason
+    assert found.state is None and "no usable checkpoint" in found.reason
     (kept,) = tmp_path.glob("fold_0.old-*")
     assert (kept / ckpt.LATEST).read_bytes() == b"junk" and f"keeping {kept}" in caplog.text
 

@@ -296,6 +296,27 @@ def test_corrupt_latest_falls_back_to_the_newest_good_epoch(inputs, reference, t
     )
 
 
+@pytest.mark.parametrize("damage", ["missing key", "wrong shape"])
+def test_checkpoint_that_loads_but_does_not_fit_falls_back(
+    inputs, reference, tmp_path, caplog, damage: str
+) -> None:
+    fit(inputs, tmp_path, {"keep_epoch_checkpoints": 3})
+    ck = tmp_path / "ck"
+    ckpt.epoch_path(ck, 3).unlink()  # as if killed while writing epoch 3's checkpoints
+    state = {**ckpt.load_checkpoint(ck / ckpt.LATEST), "complete": False}  # same fingerprint
+    if damage == "missing key":
+        del state["optimizer_state"]
+    else:
+        state["model_state"]["head.weight"] = torch.zeros(3, 64)
+    ckpt.save_checkpoint(ck / ckpt.LATEST, state)
+    with caplog.at_level(logging.INFO):
+        fit(inputs, tmp_path)
+    want = "missing key(s) optimizer_state" if damage == "missing key" else "head.weight has shape"
+    assert f"unusable checkpoint ({want}" in caplog.text.replace("'", "")
+    assert "end of epoch 2" in caplog.text
+    assert_same_weights(final_weights(tmp_path), final_weights(reference))
+
+
 def test_changed_config_and_forced_rerun_start_fresh(inputs, reference, tmp_path, caplog) -> None:
     shutil.copytree(reference / "ck", tmp_path / "ck")  # a finished fold
     with caplog.at_level(logging.INFO):
