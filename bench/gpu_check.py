@@ -52,7 +52,8 @@ from synthetic import write_synthetic_inputs  # noqa: E402
 import fvc.train  # noqa: E402
 from fvc import checkpoint as ckpt  # noqa: E402
 from fvc.datasets import collate_batch, input_norm, load_fold  # noqa: E402
-from fvc.fold_state import FoldInputs, FoldOutputs, make_checkpoint, new_run  # noqa: E402
+from fvc.devices import pick_device  # noqa: E402
+from fvc.fold_state import FoldInputs, FoldOutputs, Run, make_checkpoint, new_run  # noqa: E402
 from fvc.memory import MemoryPolicy, aggressive_gc  # noqa: E402
 from fvc.models import build_model  # noqa: E402
 from fvc.step import AUTOCAST_DTYPES  # noqa: E402
@@ -98,7 +99,7 @@ class Bench:
             np.arange(i, i + args.batch) % nt for i in range(0, args.steps * args.batch, args.batch)
         ]
 
-    def fresh_run(self, policy: MemoryPolicy) -> fvc.train.Run:
+    def fresh_run(self, policy: MemoryPolicy) -> Run:
         torch.manual_seed(0)
         model = build_model(self.cfg).to(self.dev)
         return new_run(model, self.tc, self.dev, self.data.train.labels, policy, None,
@@ -342,7 +343,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     p.add_argument("--ckpt-every-s", type=float, default=None, help="dense cadence for (d)")
     args = p.parse_args()
-    dev = fvc.train.pick_device(args.device)
+    dev = pick_device(args.device)
     preset = PRESETS["quick" if args.quick else dev.type]
     for k, v in preset.items():
         if getattr(args, k) is None:

@@ -34,6 +34,7 @@ import psutil
 import torch
 
 from fvc.io import atomic_path
+from fvc.schema import operational_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,8 @@ FORMAT = 2  # 2: no second copy of the best weights (the best epoch's checkpoint
 LATEST = "latest_checkpoint.pt"
 EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
 TIMELINE = "memory.jsonl"
-#: train keys that change how often/where state is saved, not the trained weights
-OPERATIONAL_TRAIN_KEYS = frozenset(
-    {
-        "num_workers",
-        "checkpoint_every_n_batches",
-        "checkpoint_every_s",
-        "keep_epoch_checkpoints",
-        "time_margin_s",
-        "device",
-    }
-)
+#: train keys that change how a job runs, not the trained weights (``x-operational`` in the schema)
+OPERATIONAL_TRAIN_KEYS = operational_keys("train")
 
 
 class CheckpointError(RuntimeError):

@@ -1,7 +1,7 @@
 """The state of one fold's training, kept apart from the loop in :mod:`fvc.train`.
 
-- config: section defaults and :func:`fold_config` (an unknown key is an error, not a silent
-  default);
+- config: :func:`fold_config` (defaults and checks from the config schema; an unknown key is
+  an error, not a silent default);
 - the containers the loop functions share: :class:`Run` (model, optimizer, schedule, ...:
   built by :func:`new_run`) and :class:`Position` (where the fold stands: plain values only);
 - the ONE checkpoint dict (:func:`make_checkpoint` / :func:`restore_checkpoint`);
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,45 +30,23 @@ from fvc.datasets import FoldData, InputNorm, class_weights
 from fvc.io import atomic_path, write_json, write_parquet, write_text
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.metrics import binary_metrics, is_better
+from fvc.schema import ConfigError, check_section
 
 log = logging.getLogger("fvc.train")  # one logger name for the whole training of a fold
 
-DEFAULT_MODEL: dict[str, Any] = {"name": "small3d", "weights": None, "dropout": 0.2}
-DEFAULT_TRAIN: dict[str, Any] = {
-    "epochs": 5, "batch_size": 16, "lr": 0.003, "weight_decay": 0.0001, "scheduler": "cosine",
-    "patience": 0, "best_metric": "roc_auc", "precision": "off", "device": "auto",
-    "num_workers": 0, "class_weights": "none", "sampler": "random", "seed": 0,
-    "checkpoint_every_n_batches": 0, "checkpoint_every_s": 600, "keep_epoch_checkpoints": 2,
-    "time_margin_s": 120,
-}  # fmt: skip
-BEST_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "val_loss")
-PRECISIONS = ("off", "bf16", "fp16", "auto")
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "accuracy", "balanced_accuracy", "f1", "roc_auc", "lr",
     "micro_batch_size", "seconds",
 ]  # fmt: skip
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key (one line)."""
-
-
-def merge_config(section: str, defaults: dict[str, Any], given: dict[str, Any] | None) -> dict:
-    """Defaults overlaid with ``given``; an unknown key is an error naming ``section.key``."""
-    unknown = sorted(set(given or {}) - set(defaults))
-    if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}")
-    return {**defaults, **(given or {})}
-
-
 def fold_config(model_cfg: dict | None, train_cfg: dict | None) -> tuple[dict, dict]:
-    """The complete ``model`` and ``train`` sections, checked before any work is done.
+    """The complete ``model`` and ``train`` sections: the schema's defaults overlaid with the
+    given values, checked as the schema says (:func:`fvc.schema.check_section`) before any work.
 
     ``train.use_amp`` (replaced by ``train.precision``) still works: ``true`` reads as
     ``precision: auto`` unless a precision is set, with a warning naming the new key.
     """
-    model_cfg = merge_config("model", DEFAULT_MODEL, model_cfg)
     given = dict(train_cfg or {})
     if "use_amp" in given:
         use_amp = given.pop("use_amp")
@@ -81,16 +58,7 @@ def fold_config(model_cfg: dict | None, train_cfg: dict | None) -> tuple[dict, d
             use_amp,
             given.get("precision", "off"),
         )
-    tc = merge_config("train", DEFAULT_TRAIN, given)
-    if tc["best_metric"] not in BEST_METRICS:
-        raise ConfigError(f"train.best_metric: {tc['best_metric']!r} is not one of {BEST_METRICS}")
-    if tc["seed"] < 0:
-        raise ConfigError(f"train.seed: {tc['seed']} must be >= 0")
-    if tc["precision"] not in PRECISIONS:
-        raise ConfigError(f"train.precision: {tc['precision']!r} is not one of {PRECISIONS}")
-    if not DEVICE_RE.match(str(tc["device"])):
-        raise ConfigError(f"train.device: {tc['device']!r} is not auto, cpu, cuda or cuda:N")
-    return model_cfg, tc
+    return check_section("model", model_cfg), check_section("train", given)
 
 
 @dataclass

@@ -18,11 +18,13 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
+
+from fvc.schema import check_section, defaults
 
 if TYPE_CHECKING:
     import torch
@@ -95,27 +97,27 @@ def aggressive_gc(empty_cache: bool = True) -> None:
         torch.cuda.ipc_collect()
 
 
+def _default(key: str) -> Any:
+    return field(default_factory=lambda: defaults("memory")[key])
+
+
 @dataclass(frozen=True)
 class MemoryPolicy:
-    """The ``memory:`` config section (defaults as in config/config.yaml)."""
+    """The ``memory:`` config section; defaults from the config schema (the one source)."""
 
-    gc_every_n_batches: int = 5
+    gc_every_n_batches: int = _default("gc_every_n_batches")
     # off by default: returning cached blocks makes the next steps cudaMalloc them again (a
     # device sync each); bench/gpu_check.py measures what every 20 batches costs
-    empty_cache_every_n_batches: int = 0
-    gc_freeze: bool = True
-    max_oom_retries: int = 1
-    min_batch_size: int = 1
-    max_skip_fraction: float = 0.1
+    empty_cache_every_n_batches: int = _default("empty_cache_every_n_batches")
+    gc_freeze: bool = _default("gc_freeze")
+    max_oom_retries: int = _default("max_oom_retries")
+    min_batch_size: int = _default("min_batch_size")
+    max_skip_fraction: float = _default("max_skip_fraction")
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> MemoryPolicy:
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"memory: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
-        return cls(**cfg)
+        """The section as given (``fvc train`` reads it unvalidated), checked by the schema."""
+        return cls(**check_section("memory", cfg))
 
     def setup_done(self) -> None:
         """Collect once, then (if configured) freeze every surviving object out of future scans."""

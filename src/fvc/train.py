@@ -55,7 +55,6 @@ from fvc.datasets import (
 from fvc.devices import claim_gpu_slot, pick_device
 from fvc.fold_state import (
     HISTORY_COLUMNS,
-    ConfigError,
     FoldInputs,
     FoldOutputs,
     Position,
@@ -71,6 +70,7 @@ from fvc.fold_state import (
 )
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
 from fvc.models import build_model, count_parameters
+from fvc.schema import ConfigError
 from fvc.step import Rollback, StepStateLost, autocast, robust_step, train_step
 
 __all__ = [  # the loop, and what callers imported from here before the split

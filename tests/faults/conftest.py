@@ -7,7 +7,8 @@ import torch
 from faultkit import MODEL, TRAIN, fold_inputs, weights
 
 from bench.synthetic import write_synthetic_inputs
-from fvc.train import FoldOutputs, fit_fold
+from fvc.fold_state import FoldOutputs
+from fvc.train import fit_fold
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Helpers of the real-fault tests: config, the training CLI as a subprocess, weight checks.
 
-Training runs as a real subprocess (``python -m fvc.train``) so it can be SIGKILLed, signalled
+Training runs as a real subprocess (``python -m fvc.cli train``) so it can be SIGKILLed, signalled
 or put under RLIMIT_AS; the reference runs in this process with the same config and thread
 count, which on CPU gives bit-identical weights.
 """
@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from fvc import checkpoint as ckpt
-from fvc.train import FoldInputs
+from fvc.fold_state import FoldInputs
 
 MODEL = {"name": "small3d", "dropout": 0.2}
 # 48 train + 48 augmented clips of 8x48x48 -> 24 batches per epoch of ~40 ms each: slow enough
@@ -69,12 +69,12 @@ class Trainer:
         ]  # fmt: skip
 
     def start(self, prefix: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
-        """A new attempt, logging to log_<n>.txt (``prefix`` replaces ``-m fvc.train``)."""
+        """A new attempt, logging to log_<n>.txt (``prefix`` replaces ``-m fvc.cli train``)."""
         self.runs += 1
         self.log = self.root / f"log_{self.runs}.txt"
         cmd = [
             sys.executable,
-            *(prefix or ["-m", "fvc.train"]),
+            *(prefix or ["-m", "fvc.cli", "train"]),
             *self.args(),
             "--log",
             str(self.log),

@@ -20,7 +20,8 @@ from faultkit import MODEL, Trainer, fold_inputs
 
 from bench.synthetic import write_synthetic_inputs
 from fvc import checkpoint as ckpt
-from fvc.train import FoldOutputs, fit_fold
+from fvc.fold_state import FoldOutputs
+from fvc.train import fit_fold
 
 pytestmark = pytest.mark.faults
 
@@ -29,12 +30,12 @@ MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "2"}
 LIMITED = f"""
 import resource, sys
 import pandas as pd
-import fvc.train
+import fvc.cli, fvc.train
 pd.read_parquet(sys.argv[sys.argv.index("--splits") + 1])  # reserve pyarrow's pool first
 vm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmSize"))
 limit = (vm << 10) + ({BUDGET_MB} << 20)
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-sys.exit(fvc.train.main(sys.argv[1:]))
+sys.exit(fvc.cli.main(["train", *sys.argv[1:]]))
 """
 TRAIN = {"epochs": 2, "batch_size": 16, "checkpoint_every_n_batches": 0, "seed": 4}
 

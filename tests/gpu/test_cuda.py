@@ -31,9 +31,10 @@ from bench.synthetic import write_synthetic_inputs  # noqa: E402
 from fvc import checkpoint as ckpt  # noqa: E402
 from fvc.datasets import input_norm, load_fold  # noqa: E402
 from fvc.devices import pick_device  # noqa: E402
-from fvc.fold_state import ConfigError, FoldInputs, FoldOutputs, new_run  # noqa: E402
+from fvc.fold_state import FoldInputs, FoldOutputs, new_run  # noqa: E402
 from fvc.memory import MemoryPolicy, memory_stats  # noqa: E402
 from fvc.models import build_model  # noqa: E402
+from fvc.schema import ConfigError  # noqa: E402
 from fvc.step import train_step  # noqa: E402
 
 CUDA = torch.device("cuda", 0)

@@ -88,7 +88,7 @@ def seconds_per_epoch(project: Path, fold: int = 0) -> float:
     data, aug = project / RUN / "data", project / RUN / f"fold_{fold}/augment"
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "fvc.train", "--config", str(scratch / "cfg.yaml")),
+            *(sys.executable, "-m", "fvc.cli", "train", "--config", str(scratch / "cfg.yaml")),
             *("--fold", str(fold), "--threads", "1"),
             *("--clips", str(data / "clips.npy"), "--index", str(data / "clips.parquet")),
             *("--splits", str(project / RUN / "splits.parquet")),

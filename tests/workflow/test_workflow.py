@@ -86,6 +86,21 @@ def test_changing_augment_does_not_resplit(project: Path) -> None:
     assert {j.split("[")[0] for j in jobs} == {"augment", "train", "aggregate", "plots"}
 
 
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        "train:\n  num_workers: 1\n",
+        "train:\n  checkpoint_every_s: 5\n  checkpoint_every_n_batches: 3\n",
+        "train:\n  device: cpu\n  time_margin_s: 30\n  keep_epoch_checkpoints: 4\n",
+        "memory:\n  gc_every_n_batches: 3\n  empty_cache_every_n_batches: 20\n",
+    ],
+    ids=["workers", "checkpoint-cadence", "device-margin-keep", "gc-cadence"],
+)
+def test_changing_an_operational_key_reruns_nothing(project: Path, overlay: str) -> None:
+    (project / "ops.yaml").write_text(overlay)
+    assert planned_jobs(project, overlays=("ops.yaml",)) == {}
+
+
 def test_report(project: Path) -> None:
     snakemake(project, "--report", "report.html")
     html = (project / "report.html").read_text(errors="replace")

@@ -3,9 +3,14 @@
 import os
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
+with open(
+    Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+) as _fh:
+    _SCHEMA = yaml.safe_load(_fh)
 
 # The library lives in src/fvc; make it importable in every job (local run, conda env, SLURM
 # jobstep) even where it is not pip-installed.
@@ -47,6 +52,18 @@ def decode_params():
     """The data keys that decide the decoded clips."""
     keys = ("num_frames", "size", "short_videos")
     return {k: config["data"][k] for k in keys}
+
+
+def result_params(section):
+    """The keys of config `section` that change results: keys marked x-operational in the schema
+    (workers, checkpoint cadence, device, GC cadence) are left out, so that changing one does not
+    rerun finished jobs; scripts read those from snakemake.config."""
+    props = _SCHEMA["properties"][section]["properties"]
+    return {
+        k: v
+        for k, v in config[section].items()
+        if not props.get(k, {}).get("x-operational")
+    }
 
 
 def get_fold_outputs(name):

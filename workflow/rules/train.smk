@@ -28,10 +28,12 @@ rule train:
         # own GPU through fvc.devices.claim_gpu_slot); the SLURM profile asks for gres gpu:1
         gpu=1,
     params:
+        # only result-affecting keys: changing an operational one (x-operational in the schema,
+        # e.g. train.num_workers) neither reruns a finished fold nor restarts a running one
         fold="{fold}",
         model=config["model"],
-        train=config["train"],
-        memory=config["memory"],
+        train=result_params("train"),
+        memory=result_params("memory"),
         checkpoint_dir=f"{RUN}/checkpoints/fold_{{fold}}",
     script:
         "../scripts/train.py"
