@@ -297,11 +297,6 @@ def _check_usable(d: Path, path: Path, state: dict[str, Any], validate: Any) -> 
 # ---------------------------------------------------------------- stopping on purpose
 
 
-def process_start_time() -> float:
-    """When this process started (the job's time budget includes imports and set-up)."""
-    return psutil.Process().create_time()
-
-
 class StopControl:
     """Stop requests: SIGTERM/SIGUSR1 (SLURM's warning signals) and the job's time budget.
 
@@ -317,7 +312,8 @@ class StopControl:
         margin_s: float = 120.0,
         started_at: float | None = None,
     ):
-        self.started_at = process_start_time() if started_at is None else started_at
+        # default: this process's start (the job's budget includes imports and set-up)
+        self.started_at = psutil.Process().create_time() if started_at is None else started_at
         self.deadline: float | None = None
         if runtime_min:
             self.deadline = self.started_at + 60.0 * float(runtime_min) - float(margin_s)
@@ -341,22 +337,16 @@ class StopControl:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal_name = signal.Signals(signum).name
 
-    def install(self) -> StopControl:
+    def __enter__(self) -> StopControl:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def uninstall(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-    def __enter__(self) -> StopControl:
-        return self.install()
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
 
     def reason(self) -> str | None:
         """Why training must stop now, or None."""

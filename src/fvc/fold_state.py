@@ -255,19 +255,6 @@ def restore_checkpoint(run: Run, state: dict[str, Any]) -> None:
     ckpt.restore_rng(state["rng"])
 
 
-def best_model(
-    pos: Position, model_cfg: dict, metric: str, model_state: dict[str, torch.Tensor]
-) -> dict[str, Any]:
-    """The best epoch's weights with what rebuilds the model (``best_model.pt``'s keys)."""
-    return {
-        "model_state": model_state,
-        "model": model_cfg,
-        "epoch": pos.best["epoch"],
-        "metric": metric,
-        "value": pos.best["value"],
-    }
-
-
 def record_epoch(
     run: Run,
     e: int,
@@ -342,9 +329,12 @@ def publish(
     write_json(outputs.metrics, metrics)
     history = pd.DataFrame(pos.history, columns=HISTORY_COLUMNS)
     write_text(outputs.history, history.to_csv(index=False))
+    # the best weights are stored once: in the best epoch's checkpoint
     weights = ckpt.load_checkpoint(ckpt.epoch_path(ckpt_dir, best["epoch"]))["model_state"]
+    best_model = {"model_state": weights, "model": model_cfg, "epoch": best["epoch"],
+                  "metric": metric, "value": best["value"]}  # fmt: skip
     with atomic_path(outputs.model) as tmp:
-        torch.save(best_model(pos, model_cfg, metric, weights), tmp)
+        torch.save(best_model, tmp)
     if run.memlog is not None:
         run.memlog.publish(outputs.memory_log)
     return metrics

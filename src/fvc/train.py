@@ -1,29 +1,13 @@
-"""Training of one fold: ``train_one_epoch``, ``evaluate`` and ``fit_fold`` (plain functions).
+"""Training of one fold: ``train_one_epoch``, ``evaluate``, ``fit_fold`` (plain functions).
 
-What makes it robust:
-
-- **OOM recovery** (:func:`fvc.step.robust_step`): an OOM in the forward/backward pass is
-  rolled back (gradients, BatchNorm buffers, RNG), memory is collected outside the ``except``
-  block, the step is retried, then the micro-batch is halved with gradient accumulation (same
-  effective batch, same loss normalisation) down to ``memory.min_batch_size``, then the batch is
-  skipped (counted; the fold fails beyond ``memory.max_skip_fraction``). The reduced size is
-  kept and checkpointed. An OOM inside the optimizer/scaler update is never retried on a
-  half-updated state: the fold stops without saving it and the rerun resumes from the last
-  checkpoint (:class:`fvc.step.StepStateLost`, exit :data:`EXIT_RESUMABLE`).
-- **Exact resume**: the checkpoint is one explicit dict (:func:`fvc.fold_state.make_checkpoint`)
-  with model, optimizer, scheduler, scaler, position in the epoch, RNG states and history; the
-  epoch's batch order is a pure function of (seed, fold, epoch), so a resumed run on CPU ends
-  with bit-identical weights. Periodic checkpoints (``train.checkpoint_every_s`` /
-  ``checkpoint_every_n_batches``) are written in the background (:class:`fvc.checkpoint.
-  Checkpointer`); epoch ends, stops and the fold's end synchronously.
-- **Stopping on purpose**: SIGTERM/SIGUSR1 or the time budget -> finish the step, checkpoint,
-  exit with :data:`EXIT_RESUMABLE` so Snakemake's retry resumes.
-- **Devices**: ``train.device`` (:func:`fvc.devices.pick_device`), one GPU per local job
-  (:func:`fvc.devices.claim_gpu_slot`), ``train.precision`` (off, bf16, fp16 + GradScaler, auto).
-
-Layout: this module is the loop; :mod:`fvc.step` the optimizer step, :mod:`fvc.fold_state` the
-containers, checkpoint dict, epoch bookkeeping and published outputs, and :mod:`fvc.cli` the
-command line that runs one fold outside Snakemake (the fault tests use it).
+Where to look: the epoch loop is :func:`_epochs` (checkpoint at each epoch end) around
+:func:`train_one_epoch` (batches, progress lines, background checkpoints); the step with its OOM
+handling is :mod:`fvc.step`; the checkpoint dict is :func:`fvc.fold_state.make_checkpoint`; the
+resume decision and checkpoint writing are :mod:`fvc.checkpoint`; the device and GPU slot are
+:mod:`fvc.devices`. An epoch's batch order is a pure function of (seed, fold, epoch), so a resumed
+run on the CPU ends with bit-identical weights. SIGTERM/SIGUSR1 or the time budget finish the
+step, checkpoint and exit with :data:`EXIT_RESUMABLE`, as does an OOM inside the optimizer update
+(without saving the half-updated state: the rerun resumes from the last checkpoint).
 """
 
 from __future__ import annotations
@@ -31,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +37,8 @@ from fvc.datasets import (
 )
 from fvc.devices import claim_gpu_slot, pick_device
 from fvc.fold_state import (
-    HISTORY_COLUMNS,
     FoldInputs,
     FoldOutputs,
-    Position,
     Run,
     check_checkpoint,
     flush_loss,
@@ -71,15 +52,9 @@ from fvc.fold_state import (
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
 from fvc.models import build_model, count_parameters
 from fvc.schema import ConfigError
-from fvc.step import Rollback, StepStateLost, autocast, robust_step, train_step
+from fvc.step import Rollback, StepStateLost, autocast, robust_step
 
-__all__ = [  # the loop, and what callers imported from here before the split
-    "EXIT_RESUMABLE", "HISTORY_COLUMNS", "FoldInputs", "FoldOutputs", "MemoryLog", "Position",
-    "Run", "TrainingFailed", "TrainingInterrupted", "end_epoch", "evaluate", "fit_fold", "main",
-    "pick_device", "robust_step", "run_fold", "train_one_epoch", "train_step",
-]  # fmt: skip
-
-log = logging.getLogger("fvc.train")  # not __name__: "__main__" under python -m fvc.train
+log = logging.getLogger(__name__)
 
 #: Exit status after a deliberate stop with a checkpoint written (EX_TEMPFAIL: "try again").
 EXIT_RESUMABLE = 75
@@ -413,14 +388,3 @@ def run_fold(*args: Any, **kwargs: Any) -> int:
     finally:
         aggressive_gc()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Deprecated spelling of ``fvc train ...`` (``python -m fvc.train`` keeps working)."""
-    from fvc.cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
