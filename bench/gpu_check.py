@@ -1,7 +1,8 @@
 """GPU check: the training loop on a real device, five figures, synthetic clips, one run.
 
 Anyone with a GPU can run it from a checkout: it needs only what a stock PyTorch image has
-(torch >= 2.11, torchvision, numpy, pandas, pyarrow, psutil, pyyaml; no PyAV, no Snakemake)::
+(torch >= 2.11, torchvision, numpy, pandas, pyarrow, psutil, pyyaml, scikit-learn for the
+validation metrics; no PyAV, no Snakemake)::
 
     python bench/gpu_check.py                  # auto: CUDA if visible (<= 8 min on one GPU)
     python bench/gpu_check.py --device cpu --quick   # the same steps on the CPU in < 1 min
