@@ -176,11 +176,16 @@ class Bench:
             torch.cuda.reset_peak_memory_stats(dev)
         precision = self.fresh_run(MemoryPolicy()).precision
         loops, bares, empties, ckpts, cps = [], [], [], [], []
-        dense = max(0.5, a.ckpt_every_s)
-        for _ in range(a.reps):
-            bares.append(self.bare())
-            t, _ = self.loop(MemoryPolicy())
-            loops.append(t)
+        dense = a.ckpt_every_s
+        for rep in range(a.reps):
+            if rep % 2:  # alternate the order: neither variant always runs first
+                loops.append(self.loop(MemoryPolicy())[0])
+                bares.append(self.bare())
+            else:
+                bares.append(self.bare())
+                loops.append(self.loop(MemoryPolicy())[0])
+            # dense cadence for (d): about four writes per timed loop, whatever the speed
+            dense = dense or max(0.01, loops[0] / 4)
             if dev.type == "cuda":
                 empties.append(self.loop(MemoryPolicy(empty_cache_every_n_batches=20))[0])
             t, (_, cp) = self.loop(MemoryPolicy(), every_s=dense)
@@ -342,7 +347,7 @@ def main() -> int:
                       ("precision", str), ("steps", int), ("reps", int)):  # fmt: skip
         p.add_argument(f"--{name}", type=typ, help="override the preset")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
-    p.add_argument("--ckpt-every-s", type=float, default=None, help="dense cadence for (d)")
+    p.add_argument("--ckpt-every-s", type=float, help="dense cadence for (d) (default: auto)")
     args = p.parse_args()
     dev = pick_device(args.device)
     preset = PRESETS["quick" if args.quick else dev.type]
@@ -351,8 +356,6 @@ def main() -> int:
             setattr(args, k, v)
     if args.workers is None:
         args.workers = 4 if dev.type == "cuda" else 0
-    if args.ckpt_every_s is None:
-        args.ckpt_every_s = 2.0 if dev.type == "cuda" else 0.5
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     else:
