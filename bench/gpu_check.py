@@ -64,7 +64,7 @@ DEFAULT_CHECKPOINT_EVERY_S = 600.0  # config/config.yaml's train.checkpoint_ever
 PRESETS = {  # model, frames, size, batch, precision, timed steps per block, blocks
     "cuda": dict(model="r3d_18", frames=16, size=112, batch=32, precision="auto", steps=24, reps=3),
     "cpu": dict(model="small3d", frames=8, size=64, batch=16, precision="off", steps=8, reps=3),
-    "quick": dict(model="small3d", frames=4, size=16, batch=8, precision="off", steps=6, reps=2),
+    "quick": dict(model="small3d", frames=4, size=16, batch=8, precision="off", steps=12, reps=2),
 }
 
 
@@ -106,13 +106,13 @@ class Bench:
         return new_run(model, self.tc, self.dev, self.data.train.labels, policy, None,
                        input_norm(self.dev))  # fmt: skip
 
-    def loop(self, policy: MemoryPolicy, every_s: float = 0.0) -> tuple[float, object]:
+    def loop(self, policy: MemoryPolicy, every_n: int = 0) -> tuple[float, object]:
         """Seconds for the timed batches through the project's loop (after a 3-batch warm-up)."""
         run = self.fresh_run(policy)
         cp = None
-        if every_s:
+        if every_n:
             cp = ckpt.Checkpointer(
-                self.tmp / "ck", lambda c: make_checkpoint(run, "bench", c), every_s=every_s
+                self.tmp / "ck", lambda c: make_checkpoint(run, "bench", c), every_n_batches=every_n
             )
         stop = ckpt.StopControl()
         fvc.train.train_one_epoch(
@@ -176,7 +176,7 @@ class Bench:
             torch.cuda.reset_peak_memory_stats(dev)
         precision = self.fresh_run(MemoryPolicy()).precision
         loops, bares, empties, ckpts, cps = [], [], [], [], []
-        dense = a.ckpt_every_s
+        every_n = max(1, a.steps // 4)  # a dense cadence for (d): about four writes per loop
         for rep in range(a.reps):
             if rep % 2:  # alternate the order: neither variant always runs first
                 loops.append(self.loop(MemoryPolicy())[0])
@@ -184,11 +184,9 @@ class Bench:
             else:
                 bares.append(self.bare())
                 loops.append(self.loop(MemoryPolicy())[0])
-            # dense cadence for (d): about four writes per timed loop, whatever the speed
-            dense = dense or max(0.01, loops[0] / 4)
             if dev.type == "cuda":
                 empties.append(self.loop(MemoryPolicy(empty_cache_every_n_batches=20))[0])
-            t, (_, cp) = self.loop(MemoryPolicy(), every_s=dense)
+            t, (_, cp) = self.loop(MemoryPolicy(), every_n=every_n)
             ckpts.append(t)
             cps.append(cp)
         peak = peak_mib(dev)
@@ -205,9 +203,11 @@ class Bench:
             )
         writes = sum(cp.background_writes for cp in cps)
         blocked = sum(cp.blocking_s for cp in cps) / max(writes, 1)
-        ratio = min(ckpts) / loop
-        # a write every `dense` s cost (ratio - 1); at the default cadence a write comes
-        # DEFAULT/dense times less often
+        fastest = min(range(len(ckpts)), key=ckpts.__getitem__)
+        ratio = ckpts[fastest] / loop
+        # one write every `dense` s cost (ratio - 1) of the loop; at the default cadence a write
+        # comes DEFAULT / dense times less often
+        dense = ckpts[fastest] / max(cps[fastest].background_writes, 1)
         share = max(ratio - 1.0, 0.0) * dense / DEFAULT_CHECKPOINT_EVERY_S
         run, _ = self.loop(MemoryPolicy())[1]
         t0 = time.perf_counter()
@@ -217,7 +217,7 @@ class Bench:
         print(
             f"(d) checkpoint overhead: {100 * share:.3f}% of training time at train."
             f"checkpoint_every_s {DEFAULT_CHECKPOINT_EVERY_S:.0f} (measured: a background write "
-            f"every {dense:g} s -> loop time ratio {ratio:.3f}, {writes} writes, training thread "
+            f"every {dense:.2f} s -> loop time ratio {ratio:.3f}, {writes} writes, training thread "
             f"blocked {1000 * blocked:.1f} ms per write; a synchronous write of the "
             f"{size:.0f} MiB checkpoint takes {sync_s:.2f} s)"
         )
@@ -347,7 +347,6 @@ def main() -> int:
                       ("precision", str), ("steps", int), ("reps", int)):  # fmt: skip
         p.add_argument(f"--{name}", type=typ, help="override the preset")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
-    p.add_argument("--ckpt-every-s", type=float, help="dense cadence for (d) (default: auto)")
     args = p.parse_args()
     dev = pick_device(args.device)
     preset = PRESETS["quick" if args.quick else dev.type]
