@@ -29,7 +29,3 @@ def setup_logging(
         handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
-
-
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
