@@ -242,7 +242,13 @@ def _read_folders(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataF
             f"{path}: expected 2 class folders with videos ({sorted(VIDEO_EXTENSIONS)}), found "
             f"{len(classes)}: {list(classes)}"
         )
-    records = [{"path": str(f), "label": name} for name, files in classes.items() for f in files]
+    # Absolute: ``path`` may be relative to the working directory, and resolving it again
+    # against ``data.root`` (or the folder itself) would double it.
+    records = [
+        {"path": os.path.abspath(f), "label": name}
+        for name, files in classes.items()
+        for f in files
+    ]
     return pd.DataFrame(records, columns=["path", "label"]), None
 
 

@@ -1,6 +1,7 @@
 # Config validation, output paths and the get_* input helpers shared by all rules.
 
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -13,6 +14,9 @@ _SRC = str(Path(workflow.basedir) / "src")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 )
+# ...and in this process too: get_dataset_inventory() calls fvc while the DAG is built.
+if Path(_SRC).is_dir() and _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
 
 EXP = config["experiment"]
 RUN = f"runs/{EXP}"
@@ -28,6 +32,37 @@ def get_metadata_source():
     """The user's metadata (table, list file or class folders), or the generated demo CSV."""
     metadata = config["data"]["metadata"]
     return metadata if metadata else f"{DEMO_DIR}/metadata.csv"
+
+
+def get_dataset_inventory():
+    """runs/<exp>/data/inventory.tsv, rescanned at every parse (stat only, never a read).
+
+    Snakemake sees the metadata file but not the videos behind it; the inventory lists every
+    video with its size and mtime and is rewritten only when that list changed, so an added,
+    removed or replaced video makes `load_data` (and all after it) rerun with the reason
+    "Updated input files: .../inventory.tsv". Only the main process scans (not each cluster
+    job). [] for the generated demo, whose videos are the workflow's own output.
+    """
+    if not config["data"]["metadata"]:
+        return []
+    path = f"{RUN}/data/inventory.tsv"
+    if workflow.is_main_process:
+        from fvc.inventory import update_inventory
+
+        change = update_inventory(get_metadata_source(), load_params(), path)
+        if change:
+            print(
+                f"fvc: the dataset changed: {change.summary()} ({path})",
+                file=sys.stderr,
+            )
+    return path
+
+
+def get_cache_dir(stage):
+    """State a stage keeps between runs of one experiment (not an output: Snakemake deletes a
+    rule's outputs before it runs, and the rerun needs the previous result to reuse it).
+    """
+    return f"{RUN}/cache/{stage}"
 
 
 def load_params():
