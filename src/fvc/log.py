@@ -33,10 +33,6 @@ def setup_logging(
     logging.captureWarnings(True)
 
 
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
-
-
 @contextlib.contextmanager
 def exit_on(name: str, *errors: type[BaseException]) -> Iterator[None]:
     """Turn the expected input errors ``errors`` into one log line and exit status 1.
