@@ -308,8 +308,9 @@ def _to_short_side_crop(
     ).to_ndarray()
     if quarter:
         rgb = np.rot90(rgb, k=quarter)
-    top = (rgb.shape[0] - size) // 2
-    left = (rgb.shape[1] - size) // 2
+    # the offsets of torchvision's center_crop (round half to even), so the crop is its crop
+    top = int(round((rgb.shape[0] - size) / 2.0))
+    left = int(round((rgb.shape[1] - size) / 2.0))
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
