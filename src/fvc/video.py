@@ -309,8 +309,8 @@ def _to_short_side_crop(
     if quarter:
         rgb = np.rot90(rgb, k=quarter)
     # the offsets of torchvision's center_crop (round half to even), so the crop is its crop
-    top = int(round((rgb.shape[0] - size) / 2.0))
-    left = int(round((rgb.shape[1] - size) / 2.0))
+    top = round((rgb.shape[0] - size) / 2.0)
+    left = round((rgb.shape[1] - size) / 2.0)
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 

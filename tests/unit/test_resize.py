@@ -106,5 +106,5 @@ def test_rotated_video_is_cropped_upright_without_bars(tmp_path: Path) -> None:
 
 def test_unknown_resize_mode_is_an_error(tmp_path: Path) -> None:
     path = write_video(tmp_path / "a.mp4", frames=4)
-    with pytest.raises(ValueError, match="data.resize must be one of letterbox, short_side_crop"):
+    with pytest.raises(ValueError, match=r"data\.resize must be one of letterbox, short_side_crop"):
         decode_clip(path, 2, 16, resize="stretch")
