@@ -84,6 +84,8 @@ def test_names_resolve_to_torchvision_weights_and_paths_stay_paths(tmp_path) -> 
     assert torchvision_weights({"name": "r3d_18", "weights": str(tmp_path / "w.pt")}) is None
     with pytest.raises(WeightsError, match=r"'IMAGENET1K_V1'.*valid names: KINETICS400_V1, DEF"):
         torchvision_weights({"name": "r3d_18", "weights": "IMAGENET1K_V1"})
+    with pytest.raises(WeightsError, match=r"'R3D_18_Weights.KINETICS400_V1'.*'mc3_18'"):
+        torchvision_weights({"name": "mc3_18", "weights": "R3D_18_Weights.KINETICS400_V1"})
     with pytest.raises(WeightsError, match=r"model.name 'small3d' \(valid names: none"):
         torchvision_weights({"name": "small3d", "weights": "KINETICS400_V1"})
 
