@@ -171,9 +171,9 @@ def torchvision_weights(model_cfg: dict[str, Any]) -> WeightsEnum | None:
 
     A value is a name when it is a member of the architecture's weights enum
     (``torchvision.models.get_model_weights(name)``: ``KINETICS400_V1``, ``DEFAULT``) or
-    ``<Enum>.<member>`` (``R3D_18_Weights.KINETICS400_V1``). A bare identifier without ``/``
-    or ``.`` that is not an existing file but no such member is an error listing the valid names;
-    anything else is a local path.
+    ``<Enum>.<member>`` (``R3D_18_Weights.KINETICS400_V1``). A value that looks like a name
+    (letters, digits and underscores, or ``<X>_Weights.<member>``), is not an existing file and
+    is no such member is an error listing the valid names; anything else is a local path.
     """
     value = model_cfg.get("weights")
     if not value:
