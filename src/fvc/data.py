@@ -250,11 +250,13 @@ def load_metadata(
 # ----------------------------------------------------------------------------- clip cache
 
 
-def _decode_one(task: tuple[str, int, int, int, str]) -> tuple[np.ndarray | None, bool, str]:
+def _decode_one(
+    task: tuple[str, int, int, int, str, str],
+) -> tuple[np.ndarray | None, bool, str]:
     """(clip, padded, '') or (None, False, reason) for one video (worker function)."""
-    path, frames, num_frames, size, short_videos = task
+    path, frames, num_frames, size, short_videos, resize = task
     try:
-        clip, padded = decode_clip(path, num_frames, size, frames, short_videos)
+        clip, padded = decode_clip(path, num_frames, size, frames, short_videos, resize)
         return clip, padded, ""
     except VideoError as exc:
         return None, False, exc.reason
@@ -406,10 +408,11 @@ def build_clip_cache(
     meta = pd.read_parquet(metadata_path)
     num_frames, size = int(data_cfg.get("num_frames", 8)), int(data_cfg.get("size", 64))
     short_videos = str(data_cfg.get("short_videos", "pad"))
+    resize = str(data_cfg.get("resize", "letterbox"))  # letterbox | short_side_crop (issue 9)
     workers = max(1, min(int(workers), int(data_cfg.get("workers", workers))))
     clip_shape = (num_frames, size, size, 3)
     clip_bytes = int(np.prod(clip_shape))
-    tasks = [(p, int(f), num_frames, size, short_videos)
+    tasks = [(p, int(f), num_frames, size, short_videos, resize)
              for p, f in zip(meta["path"], meta["frames"], strict=True)]  # fmt: skip
     cache = _DecodeCache(cache_dir, decode_settings(data_cfg), clip_shape)
     identities = [_identity(str(p)) for p in meta["path"]]

@@ -80,7 +80,7 @@ def load_params():
 
 def decode_params():
     """The data keys that decide the decoded clips."""
-    keys = ("num_frames", "size", "short_videos")
+    keys = ("num_frames", "size", "short_videos", "resize")
     return {k: config["data"][k] for k in keys}
 
 
