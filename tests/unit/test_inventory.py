@@ -115,3 +115,19 @@ def test_bad_source_is_recorded_not_raised(tmp_path: Path) -> None:
     table.write_text("path,label\nx.mp4,real\n")
     change = _update(table, inv)
     assert change and change.other == "metadata readable again"
+
+
+def test_listings_glob_matches_glob_glob(tmp_path: Path) -> None:
+    """The once-per-folder glob behind FVC patterns returns exactly what glob.glob returns."""
+    import glob
+
+    from fvc.formats import _Listings
+
+    for name in ("a/abc.mp4", "a/abc.webm", "a/abd.mp4", "a/.abc.mp4", "b/abc.mkv", "b/x[1].mp4",
+                 ".hidden/abc.mp4", "a/ABC.mp4"):  # fmt: skip
+        _touch(tmp_path / name)
+    listings = _Listings()
+    for pattern in ("a/abc.*", "*/abc.*", "a/ab?.mp4", "a/*", "a/.*", "*/x[[]1].mp4", "c/*",
+                    "a/abc.mp4", "*/abc.mkv", "a/abc", "*/*.mp4", "a/[!a]*"):  # fmt: skip
+        full = str(tmp_path / pattern)
+        assert sorted(listings.glob(full)) == sorted(glob.glob(full)), pattern

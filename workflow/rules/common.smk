@@ -34,28 +34,36 @@ def get_metadata_source():
     return metadata if metadata else f"{DEMO_DIR}/metadata.csv"
 
 
-def get_dataset_inventory():
-    """runs/<exp>/data/inventory.tsv, rescanned at every parse (stat only, never a read).
+def scan_videos(source, data_cfg, inventory):
+    """Rescan the videos `source` lists into the file `inventory`; return its path.
 
-    Snakemake sees the metadata file but not the videos behind it; the inventory lists every
-    video with its size and mtime and is rewritten only when that list changed, so an added,
-    removed or replaced video makes `load_data` (and all after it) rerun with the reason
-    "Updated input files: .../inventory.tsv". Only the main process scans (not each cluster
-    job). [] for the generated demo, whose videos are the workflow's own output.
+    Snakemake sees a metadata file but not the videos behind it; the inventory lists every
+    video with its size and mtime (one stat each, never a read) and is rewritten only when
+    that list changed, so a rule taking it as input reruns when a video is added, removed or
+    replaced, with the reason "Updated input files: <inventory>". Only the main process scans
+    (not each cluster job). Any set of videos can use it (a predict set: its own inventory).
     """
-    if not config["data"]["metadata"]:
-        return []
-    path = f"{RUN}/data/inventory.tsv"
     if workflow.is_main_process:
         from fvc.inventory import update_inventory
 
-        change = update_inventory(get_metadata_source(), load_params(), path)
+        change = update_inventory(source, data_cfg, inventory)
         if change:
             print(
-                f"fvc: the dataset changed: {change.summary()} ({path})",
+                f"fvc: the dataset changed: {change.summary()} ({inventory})",
                 file=sys.stderr,
             )
-    return path
+    return inventory
+
+
+def get_dataset_inventory():
+    """runs/<exp>/data/inventory.tsv of the training videos, an input of load_data (see
+    scan_videos); [] for the generated demo, whose videos are the workflow's own output.
+    """
+    if not config["data"]["metadata"]:
+        return []
+    return scan_videos(
+        get_metadata_source(), load_params(), f"{RUN}/data/inventory.tsv"
+    )
 
 
 def get_cache_dir(stage):
