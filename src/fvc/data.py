@@ -184,10 +184,18 @@ def load_metadata(
         label_name=table["label"].astype(str).str.strip(),
         label=labels,
     )
+    # cv.group_column (passed here as group_column): the column whose value is the group;
+    # `group` may be absent (each video is its own group), any other name must be a column.
     group_col = data_cfg.get("group_column") or None
     if group_col and group_col in table.columns:
         groups = table[group_col].astype("string").str.strip().fillna("")
         table["group"] = groups.where(groups != "", table["video_id"]).astype(str)
+    elif group_col and group_col != "group":
+        columns = [c for c in table.columns if c not in ("row", "video_id", "label_name")]
+        raise DataError(
+            f"{source}: cv.group_column={group_col!r} is not a column of the metadata "
+            f"(columns: {', '.join(columns)}); name the column that groups clips, or null"
+        )
     else:
         table["group"] = table["video_id"]
 

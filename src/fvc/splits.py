@@ -3,6 +3,8 @@
 The assignment is a pure function of the usable videos, ``cv.n_splits``, ``cv.seed`` and
 ``cv.group_column``: rows are sorted by ``video_id`` first, so the order in which upstream stages
 happened to write rows cannot change the folds, and no ``train.*`` or ``augment.*`` setting can.
+``cv.group_column`` names the metadata column that groups clips; ``load_data`` copies its values
+into the ``group`` column of the clip index, which is what the folds are grouped by.
 """
 
 from __future__ import annotations
@@ -56,12 +58,12 @@ def assign_folds(index: pd.DataFrame, cv_cfg: dict[str, Any]) -> pd.DataFrame:
     y = df["label"].to_numpy()
     fold = np.full(len(df), -1, dtype=np.int64)
     if group_column:
-        if group_column not in df.columns:
+        if "group" not in df.columns:
             raise SplitError(
-                f"cv.group_column={group_column!r} is not a column of the clip index "
+                f"cv.group_column={group_column!r}: the clip index has no group column "
                 f"(columns: {', '.join(df.columns)})"
             )
-        groups = df[group_column].astype(str).to_numpy()
+        groups = df["group"].astype(str).to_numpy()
         n_groups = len(np.unique(groups))
         if n_groups < n_splits:
             raise SplitError(

@@ -62,9 +62,16 @@ def test_too_few_members_in_a_class_names_the_class_and_counts() -> None:
         assign_folds(idx, {"n_splits": 5, "seed": 0, "group_column": None})
 
 
-def test_unknown_group_column_is_named() -> None:
-    with pytest.raises(SplitError, match=r"cv\.group_column='source'"):
-        assign_folds(_index(), {"n_splits": 2, "seed": 0, "group_column": "source"})
+def test_groups_come_from_the_index_group_column_whatever_the_metadata_column() -> None:
+    """load_data copies the metadata column cv.group_column (e.g. cascade_id) into `group`."""
+    idx = _index()
+    a = assign_folds(idx, {"n_splits": 4, "seed": 3, "group_column": "group"})
+    b = assign_folds(idx, {"n_splits": 4, "seed": 3, "group_column": "cascade_id"})
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(SplitError, match=r"cv\.group_column='cascade_id'.*no group column"):
+        assign_folds(
+            idx.drop(columns="group"), {"n_splits": 2, "seed": 0, "group_column": "cascade_id"}
+        )
 
 
 def test_split_dataset_writes_splits_and_summary(tmp_path) -> None:

@@ -6,6 +6,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+if "group_column" in config.get("data", {}):
+    _value = config["data"]["group_column"]
+    raise ValueError(
+        "data.group_column is no longer a key: cv.group_column names the metadata column that "
+        f"groups clips; replace `data.group_column: {_value}` by `cv.group_column: {_value}`"
+    )
 validate(config, schema="../schemas/config.schema.yaml")
 
 # The library lives in src/fvc; make it importable in every job (local run, conda env, SLURM
@@ -74,16 +80,14 @@ def get_cache_dir(stage):
 
 
 def load_params():
-    """The data keys that decide which videos are usable (not how they are decoded)."""
-    keys = (
-        "metadata",
-        "root",
-        "format",
-        "fvc_filename",
-        "positive_label",
-        "group_column",
-    )
-    return {k: config["data"][k] for k in keys}
+    """The keys that decide which videos are usable and their groups (not how they are decoded):
+    data keys, plus cv.group_column, the metadata column copied into each video's group.
+    """
+    keys = ("metadata", "root", "format", "fvc_filename", "positive_label")
+    return {
+        **{k: config["data"][k] for k in keys},
+        "group_column": config["cv"]["group_column"],
+    }
 
 
 def decode_params():
