@@ -26,6 +26,7 @@ import pandas as pd
 
 from fvc import io
 from fvc.metrics import (
+    CI_NAMES,
     COUNT_NAMES,
     DEFAULT_THRESHOLD,
     METRIC_NAMES,
@@ -163,6 +164,7 @@ def aggregate_folds(
     splits_path: str | os.PathLike[str] | None = None,
     excluded_paths: Sequence[str | os.PathLike[str]] = (),
     cfg: dict[str, Any] | None = None,
+    out_html: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Write kfold_results.feather and summary.json from the per-fold train outputs.
 
@@ -170,7 +172,8 @@ def aggregate_folds(
     ``group_column`` (defaults: :data:`RESULTS_DEFAULTS`). With ``splits_path`` the
     out-of-fold predictions must cover each video of the splits exactly once (see
     :func:`check_coverage`), and when ``group_column`` is set the bootstrap resamples the
-    splits' groups instead of single videos.
+    splits' groups instead of single videos. ``out_html`` gets the table as a page for the
+    report (:func:`results_html`).
     """
     cfg = {**RESULTS_DEFAULTS, **(cfg or {})}
     per_fold = _read_metrics(metrics_paths)
@@ -218,6 +221,8 @@ def aggregate_folds(
     }
     io.write_feather(out_results, table)
     io.write_json(out_summary, summary)
+    if out_html is not None:
+        io.write_text(out_html, results_html(table, summary))
     log.info(
         "%d folds: mean ROC-AUC %.3f ± %.3f; pooled ROC-AUC %.3f (95%% CI %.3f-%.3f), AP %.3f, "
         "EER %.3f; %s threshold %.3f: accuracy %.3f",
@@ -247,3 +252,27 @@ def _num(value: Any) -> float | int | None:
         return int(value)
     v = float(value)
     return None if np.isnan(v) else v
+
+
+def results_html(table: pd.DataFrame, summary: dict[str, Any]) -> str:
+    """kfold_results as a small standalone HTML page (the report shows it in a frame)."""
+    thr, ci = summary["threshold"], summary["ci95"]
+    shown = table.set_index("fold").T
+    body = shown.to_html(float_format=lambda v: f"{v:.3f}", na_rep="", border=0)
+    intervals = ", ".join(
+        f"{name} [{ci[name][0]:.3f}, {ci[name][1]:.3f}]"
+        for name in CI_NAMES
+        if None not in ci[name]
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>K-fold results</title><style>"
+        "body{font-family:sans-serif;font-size:13px}td,th{padding:2px 8px;text-align:right}"
+        "tr:nth-child(even){background:#f0f0f0}</style></head><body>"
+        f"<h3>K-fold results: {summary['n_folds']} folds, {summary['n_videos']} videos "
+        f"({summary['n_excluded']} excluded)</h3>"
+        f"<p>Fold rows use threshold 0.5 (train's metrics.json); the pooled row uses the "
+        f"<b>{thr['method']}</b> threshold <b>{thr['value']:.4f}</b> chosen on the pooled "
+        f"out-of-fold predictions. Bootstrap 95 % CIs ({ci['resamples']} resamples of "
+        f"{ci['unit']}s): {intervals or 'none'}.</p>"
+        f"{body}</body></html>\n"
+    )

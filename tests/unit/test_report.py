@@ -55,6 +55,7 @@ def _aggregate(tmp_path, files, splits=None, **cfg):
         tmp_path / "summary.json",
         splits_path=splits,
         cfg={"bootstrap_samples": 200, **cfg},
+        out_html=tmp_path / "kfold_results.html",
     )
 
 
@@ -99,6 +100,11 @@ def test_new_metrics_per_fold_pooled_and_with_intervals(tmp_path) -> None:
         assert (stats.loc["pooled_ci_low", name], stats.loc["pooled_ci_high", name]) == (lo, hi)
     assert summary["ci95"]["unit"] == "video" and summary["ci95"]["resamples"] == 200
     assert pd.isna(stats.loc["pooled_ci_low", "f1"])  # intervals only where computed
+    page = (tmp_path / "kfold_results.html").read_text()
+    lo, hi = summary["ci95"]["roc_auc"]
+    assert f"<b>youden</b> threshold <b>{thr:.4f}</b>" in page
+    assert f"roc_auc [{lo:.3f}, {hi:.3f}]" in page
+    assert page.count("<th>pooled_ci_high</th>") == 1 and "<th>average_precision</th>" in page
 
 
 def test_confusion_counts_and_sizes_are_integers(tmp_path) -> None:

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.workflow
 
 N_SPLITS = 2
 RUN = Path("runs/tiny")
+#: The jobs downstream of train (all rerun when any fold is retrained).
+RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,8 @@ def test_full_run_writes_every_stage_artifact(project: Path) -> None:
         hist = pd.read_csv(run / f"fold_{k}/history.csv")
         assert list(hist["epoch"]) == [1, 2] or list(hist["epoch"]) == [0, 1]
     results = pd.read_feather(run / "kfold_results.feather")
-    assert list(results["fold"]) == [*(str(k) for k in range(N_SPLITS)), "mean", "std"]
+    stat_rows = ["mean", "std", "pooled", "pooled_ci_low", "pooled_ci_high"]
+    assert list(results["fold"]) == [*(str(k) for k in range(N_SPLITS)), *stat_rows]
     per_fold = results.iloc[:N_SPLITS]
     assert results.loc[results["fold"] == "mean", "accuracy"].item() == pytest.approx(
         per_fold["accuracy"].mean()
@@ -75,7 +78,7 @@ def test_changing_lr_reruns_only_train_and_results(project: Path) -> None:
     overlay = project / "lr.yaml"
     overlay.write_text("train:\n  lr: 0.01\n")
     jobs = planned_jobs(project, overlays=("lr.yaml",))
-    assert {j.split("[")[0] for j in jobs} == {"train", "aggregate", "plots"}
+    assert {j.split("[")[0] for j in jobs} == {"train", *RESULTS_JOBS}
     assert sum(v for j, v in jobs.items() if j.startswith("train")) == N_SPLITS
 
 
@@ -83,7 +86,7 @@ def test_changing_augment_does_not_resplit(project: Path) -> None:
     overlay = project / "aug.yaml"
     overlay.write_text("augment:\n  copies: 2\n")
     jobs = planned_jobs(project, overlays=("aug.yaml",))
-    assert {j.split("[")[0] for j in jobs} == {"augment", "train", "aggregate", "plots"}
+    assert {j.split("[")[0] for j in jobs} == {"augment", "train", *RESULTS_JOBS}
 
 
 def test_report(project: Path) -> None:
@@ -97,7 +100,7 @@ def test_dry_run_after_deleting_one_fold_lists_only_that_fold(project: Path) -> 
     for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt"):
         (fold_dir / name).unlink()
     jobs = planned_jobs(project)
-    assert jobs == {"train[fold=1]": 1, "aggregate": 1, "plots": 1}
+    assert jobs == {"train[fold=1]": 1, **dict.fromkeys(RESULTS_JOBS, 1)}
     snakemake(project)
     assert planned_jobs(project) == {}
 

@@ -114,7 +114,7 @@ def get_report_outputs():
             "benchmarks",
         )
     ]
-    outputs.append(f"{RUN}/benchmarks.tsv")
+    outputs += [f"{RUN}/benchmarks.tsv", f"{RUN}/kfold_results.html"]
     if get_predict_metrics():
         outputs.append(f"{RUN}/predict/metrics.tsv")
     return outputs

@@ -17,6 +17,12 @@ rule aggregate:
             category="Results",
             subcategory="Metrics",
         ),
+        table=report(
+            f"{RUN}/kfold_results.html",
+            caption="../report/kfold_results.rst",
+            category="Results",
+            subcategory="Metrics",
+        ),
     log:
         f"{RUN}/logs/aggregate.log",
     conda:

@@ -13,5 +13,6 @@ aggregate_folds(
     splits_path=snakemake.input.splits,
     excluded_paths=[snakemake.input.excluded, snakemake.input.decode_excluded],
     cfg=snakemake.params.results,
+    out_html=snakemake.output.table,
 )
 aggressive_gc()
