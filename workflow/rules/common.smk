@@ -120,4 +120,48 @@ def get_final_outputs():
         f"{RUN}/summary.json",
         f"{RUN}/plots/roc_curves.png",
         f"{RUN}/plots/training_curves.png",
+        *get_report_outputs(),
     ]
+
+
+def results_params():
+    """The cv keys that decide the pooled results (threshold, bootstrap CIs and its groups)."""
+    keys = ("threshold", "bootstrap_samples", "seed", "group_column")
+    return {k: config["cv"][k] for k in keys}
+
+
+def get_benchmark_files():
+    """Every benchmark: file of the run (runtime and peak memory per job, for the report)."""
+    return [
+        rules.load_data.benchmark,
+        rules.preprocess.benchmark,
+        *expand(rules.augment.benchmark, fold=FOLDS),
+        *expand(rules.train.benchmark, fold=FOLDS),
+    ]
+
+
+def get_predict_metrics(wildcards=None):
+    """Metrics of the labelled predict sets, {set: runs/<exp>/predict/<set>_metrics.json}.
+
+    Empty until predict exists (issue 9 point 3): the predict_metrics rule is the hook.
+    """
+    sets = (config.get("predict") or {}).get("sets") or {}
+    return {name: f"{RUN}/predict/{name}_metrics.json" for name in sets}
+
+
+def get_report_outputs():
+    """The report's extra figures and tables (besides the ROC and training curves)."""
+    outputs = [
+        f"{RUN}/plots/{name}.png"
+        for name in (
+            "pr_curves",
+            "calibration",
+            "confusion_matrix",
+            "memory",
+            "benchmarks",
+        )
+    ]
+    outputs += [f"{RUN}/benchmarks.tsv", f"{RUN}/kfold_results.html"]
+    if get_predict_metrics():
+        outputs.append(f"{RUN}/predict/metrics.tsv")
+    return outputs
