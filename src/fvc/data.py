@@ -11,10 +11,14 @@ exclusion reason.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pandas as pd
 
@@ -253,11 +258,13 @@ def load_metadata(
 # ----------------------------------------------------------------------------- clip cache
 
 
-def _decode_one(task: tuple[str, int, int, int, str]) -> tuple[np.ndarray | None, bool, str]:
+def _decode_one(
+    task: tuple[str, int, int, int, str, str],
+) -> tuple[np.ndarray | None, bool, str]:
     """(clip, padded, '') or (None, False, reason) for one video (worker function)."""
-    path, frames, num_frames, size, short_videos = task
+    path, frames, num_frames, size, short_videos, resize = task
     try:
-        clip, padded = decode_clip(path, num_frames, size, frames, short_videos)
+        clip, padded = decode_clip(path, num_frames, size, frames, short_videos, resize)
         return clip, padded, ""
     except VideoError as exc:
         return None, False, exc.reason
@@ -273,6 +280,115 @@ def _npy_offset(path: Path, shape: tuple[int, ...]) -> int:
     return offset
 
 
+#: data config keys that do not change a decoded clip (everything else is a decode setting).
+_NOT_DECODE_KEYS = frozenset(
+    {"workers", "metadata", "root", "format", "fvc_filename", "positive_label", "group_column",
+     "demo"}
+)  # fmt: skip
+CACHE_INDEX = "index.parquet"
+CACHE_COLUMNS = ["path", "size", "mtime_ns", "clip_row", "padded", "reason", "settings", "array"]
+
+Identity = tuple[str, int, int]  # (path, size, mtime_ns)
+
+
+def decode_settings(data_cfg: dict[str, Any]) -> str:
+    """The decode settings a cached clip is valid for, as a canonical JSON string.
+
+    Every data key except those that only choose videos (so a decode key added later, such as
+    a resize mode, is part of it without a change here), with defaults filled in, plus the
+    PyAV version (another FFmpeg may decode differently).
+    """
+    settings = {k: v for k, v in data_cfg.items() if k not in _NOT_DECODE_KEYS}
+    settings.update(
+        num_frames=int(data_cfg.get("num_frames", 8)),
+        size=int(data_cfg.get("size", 64)),
+        short_videos=str(data_cfg.get("short_videos", "pad")),
+        decoder=f"av {av.__version__}",
+    )
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _identity(path: str) -> Identity | None:
+    """(path, size, mtime_ns) from one ``stat``, or None when the file cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, int(st.st_size), int(st.st_mtime_ns))
+
+
+class _DecodeCache:
+    """The previous run's clips, keyed by video identity, for one set of decode settings.
+
+    ``cache_dir`` holds ``index.parquet`` (one row per video decoded last time: identity, its
+    row in the array or -1 with the failure reason, the settings) and ``clips-<token>.npy``, a
+    hard link to the last ``clips.npy`` (no second copy on disk; a copy where links fail).
+    The index names its array, so an array written by a run that crashed before committing
+    its index is never read with the wrong index.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str] | None, settings: str,
+                 clip_shape: tuple[int, ...]) -> None:  # fmt: skip
+        self.dir = Path(cache_dir) if cache_dir else None
+        self.settings, self.clip_shape = settings, clip_shape
+        self.rows: dict[Identity, tuple[int, bool, str]] = {}
+        self.array: Path | None = None
+        self.offset = 0
+        if self.dir is not None:
+            self._load()
+
+    def _load(self) -> None:
+        assert self.dir is not None
+        index_path = self.dir / CACHE_INDEX
+        if not index_path.exists():
+            return
+        try:
+            df = pd.read_parquet(index_path)
+            if df.empty:
+                return
+            if df["settings"].iloc[0] != self.settings:
+                log.info("decode cache: decode settings changed, every video is decoded again")
+                return
+            array = self.dir / str(df["array"].iloc[0])
+            mm = np.load(array, mmap_mode="r")
+            shape, offset = mm.shape, int(mm.offset)
+            del mm
+        except Exception as exc:  # a damaged cache only costs decoding time
+            log.warning("decode cache %s unusable (%s): decoding every video", self.dir, exc)
+            return
+        if tuple(shape[1:]) != self.clip_shape or int(df["clip_row"].max()) >= shape[0]:
+            log.warning("decode cache %s does not match its array: decoding every video", self.dir)
+            return
+        self.array, self.offset = array, offset
+        for rec in df.itertuples(index=False):
+            ident = (str(rec.path), int(rec.size), int(rec.mtime_ns))
+            self.rows[ident] = (int(rec.clip_row), bool(rec.padded), str(rec.reason))
+
+    def get(self, ident: Identity | None) -> tuple[int, bool, str] | None:
+        """(clip_row, padded, reason) of a video decoded last time with these settings."""
+        return self.rows.get(ident) if ident is not None else None
+
+    def save(self, clips: str | os.PathLike[str], records: list[dict[str, Any]]) -> None:
+        """Make ``clips`` (just written) and ``records`` the cache; drop the previous array."""
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"clips-{uuid.uuid4().hex[:12]}.npy"
+        try:
+            os.link(clips, self.dir / name)
+        except OSError:  # a file system without hard links: keep a copy
+            with atomic_path(self.dir / name) as tmp:
+                shutil.copyfile(clips, tmp)
+        df = pd.DataFrame(records, columns=CACHE_COLUMNS[:-2]).assign(
+            settings=self.settings, array=name
+        )
+        write_parquet(self.dir / CACHE_INDEX, df.astype({"size": "int64", "mtime_ns": "int64",
+                                                        "clip_row": "int64"}))  # fmt: skip
+        for old in self.dir.glob("clips-*.npy"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
 def build_clip_cache(
     metadata_path: str | os.PathLike[str],
     out_clips: str | os.PathLike[str],
@@ -281,6 +397,7 @@ def build_clip_cache(
     data_cfg: dict[str, Any],
     workers: int = 1,
     min_per_class: int = 1,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Decode every video of metadata.parquet once into clips.npy + clips.parquet.
 
@@ -289,33 +406,64 @@ def build_clip_cache(
     so memory stays flat however large the dataset. Videos that fail to decode are listed in
     ``out_excluded`` and skipped, never replaced. Same input, same bytes. Raises
     :class:`DataError` (writing nothing) if a class is left with fewer than ``min_per_class``.
+
+    With ``cache_dir``, a video whose identity (path, size, mtime_ns: one ``stat``) and decode
+    settings (:func:`decode_settings`) equal those of the previous run is not decoded again:
+    its clip (or its failure) is copied from the previous array, so adding one video to N
+    decodes one. The result is byte-identical to a build from scratch. The returned index's
+    ``attrs`` hold ``decoded`` and ``reused`` counts (also logged).
     """
     meta = pd.read_parquet(metadata_path)
     num_frames, size = int(data_cfg.get("num_frames", 8)), int(data_cfg.get("size", 64))
     short_videos = str(data_cfg.get("short_videos", "pad"))
+    resize = str(data_cfg.get("resize", "letterbox"))  # letterbox | short_side_crop (issue 9)
     workers = max(1, min(int(workers), int(data_cfg.get("workers", workers))))
     clip_shape = (num_frames, size, size, 3)
     clip_bytes = int(np.prod(clip_shape))
-    tasks = [(p, int(f), num_frames, size, short_videos)
+    tasks = [(p, int(f), num_frames, size, short_videos, resize)
              for p, f in zip(meta["path"], meta["frames"], strict=True)]  # fmt: skip
+    cache = _DecodeCache(cache_dir, decode_settings(data_cfg), clip_shape)
+    identities = [_identity(str(p)) for p in meta["path"]]
+    hits = [cache.get(ident) for ident in identities]
+    misses = [task for task, hit in zip(tasks, hits, strict=True) if hit is None]
 
     ok_rows: list[int] = []
     padded_flags: list[bool] = []
     excluded: list[dict[str, Any]] = []
-    with atomic_path(out_clips) as tmp:
+    records: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out_clips))
         offset = _npy_offset(tmp, (len(meta), *clip_shape))
-        with open(tmp, "r+b") as fh:
-            results = _ordered_map(_decode_one, tasks, workers, "decode")
-            for i, (clip, padded, reason) in enumerate(results):
-                if clip is None:
-                    rec = meta.iloc[i]
-                    excluded.append({"row": int(str(rec["video_id"])[1:]), "path": rec["path"],
-                                     "label": rec["label_name"], "reason": reason})  # fmt: skip
-                    continue
-                data = np.ascontiguousarray(clip, dtype=np.uint8).tobytes()
-                os.pwrite(fh.fileno(), data, offset + len(ok_rows) * clip_bytes)
-                ok_rows.append(i)
-                padded_flags.append(bool(padded))
+        fh = stack.enter_context(open(tmp, "r+b"))
+        src = stack.enter_context(open(cache.array, "rb")) if cache.array else None
+        results = _ordered_map(_decode_one, misses, workers, "decode")
+        for i, hit in enumerate(hits):
+            if hit is None:
+                clip, padded, reason = next(results)
+                data = b"" if clip is None else np.ascontiguousarray(clip, np.uint8).tobytes()
+            else:
+                clip_row, padded, reason = hit
+                data = b""
+                if clip_row >= 0:
+                    assert src is not None
+                    data = os.pread(src.fileno(), clip_bytes, cache.offset + clip_row * clip_bytes)
+                    if len(data) != clip_bytes:
+                        raise DataError(f"{cache.array}: decode cache array is cut short")
+            if identities[i] is not None:
+                path, vsize, mtime_ns = identities[i]
+                records.append({"path": path, "size": vsize, "mtime_ns": mtime_ns,
+                                "clip_row": len(ok_rows) if data else -1,
+                                "padded": bool(padded), "reason": reason})  # fmt: skip
+            if not data:
+                rec = meta.iloc[i]
+                excluded.append({"row": int(str(rec["video_id"])[1:]), "path": rec["path"],
+                                 "label": rec["label_name"], "reason": reason})  # fmt: skip
+                continue
+            os.pwrite(fh.fileno(), data, offset + len(ok_rows) * clip_bytes)
+            ok_rows.append(i)
+            padded_flags.append(bool(padded))
+        for _ in results:  # resume the map once more: its last progress line, pool shutdown
+            raise AssertionError("more decode results than videos to decode")
         labels = meta["label"].to_numpy()[ok_rows] if ok_rows else np.array([], dtype=np.int8)
         counts = {c: int((labels == c).sum()) for c in (1, 0)}
         if min(counts.values()) < min_per_class:
@@ -324,6 +472,7 @@ def build_clip_cache(
                 f"{min_per_class} clips (positive={counts[1]}, negative={counts[0]}); "
                 f"{len(excluded)} failed to decode ({_summary(e['reason'] for e in excluded)})"
             )
+        fh.close()
         if len(ok_rows) < len(meta):
             _shrink_npy(tmp, offset, (len(ok_rows), *clip_shape), clip_bytes)
     index = meta.iloc[ok_rows].reset_index(drop=True)
@@ -331,9 +480,14 @@ def build_clip_cache(
     index["padded"] = np.array(padded_flags, dtype=bool)
     write_tsv(out_excluded, pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS))
     write_parquet(out_index, index)
+    cache.save(out_clips, records)
+    n_reused = len(meta) - len(misses)
     log.info("clip cache: %d clips %s (%d padded), %d failed to decode (%s)", len(index),
              clip_shape, int(index["padded"].sum()), len(excluded),
              _summary(e["reason"] for e in excluded))  # fmt: skip
+    log.info("decoded %d video(s), reused %d unchanged from the previous run%s", len(misses),
+             n_reused, "" if cache_dir else " (no cache)")  # fmt: skip
+    index.attrs.update(decoded=len(misses), reused=n_reused)
     return index
 
 

@@ -218,11 +218,18 @@ def class_weights(labels: np.ndarray, mode: str) -> torch.Tensor:
     return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
 
 
-def to_model_input(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 ``(B, T, H, W, C)`` -> normalised float32 ``(B, C, T, H, W)`` on ``device``."""
+def to_model_input(
+    x: torch.Tensor, device: torch.device | str, norm: tuple[Any, Any] | None = None
+) -> torch.Tensor:
+    """uint8 ``(B, T, H, W, C)`` -> normalised float32 ``(B, C, T, H, W)`` on ``device``.
+
+    ``norm`` is the ``(mean, std)`` per channel (:func:`fvc.models.input_normalization`);
+    default :data:`MEAN` / :data:`STD`.
+    """
     x = x.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1, 1)
+    mean_v, std_v = norm if norm is not None else (MEAN, STD)
+    mean = torch.tensor(mean_v, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(std_v, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std).contiguous(memory_format=torch.contiguous_format)
 
 

@@ -16,7 +16,8 @@ one-line :class:`DataError` naming the file and the row (line) to fix. docs/data
 
 from __future__ import annotations
 
-import glob
+import bisect
+import fnmatch
 import logging
 import os
 from collections.abc import Callable
@@ -155,17 +156,71 @@ def url_id(url: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in ident) or "video"
 
 
-def _resolve_glob(name: str, base: Path, source: Path, row: int) -> str:
+class _Listings:
+    """``glob.glob`` over folders listed once: sorted names per folder, searched by prefix.
+
+    Resolving N rows with ``glob.glob`` lists the video folder N times and matches every name
+    each time (N² work: 12 s for 2,000 FVC rows, minutes for 10,000). Here each folder is
+    listed once and a pattern's literal prefix (``abc`` of ``abc.*``) is found by bisection.
+    Same rules as ``glob.glob(recursive=False)``: case-sensitive, and a wildcard never matches
+    a leading dot.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, list[str]] = {}
+        self._dirs: dict[str, list[str]] = {}
+
+    def names(self, folder: str) -> list[str]:
+        if folder not in self._names:
+            try:
+                self._names[folder] = sorted(os.listdir(folder or os.curdir))
+            except OSError:
+                self._names[folder] = []
+        return self._names[folder]
+
+    def glob(self, pattern: str) -> list[str]:
+        folder, name = os.path.split(pattern)
+        if folder not in self._dirs:
+            magic = _GLOB_CHARS & set(folder)
+            self._dirs[folder] = (
+                [d for d in self.glob(folder) if os.path.isdir(d)] if magic else [folder]
+            )
+        folders = self._dirs[folder]
+        if not _GLOB_CHARS & set(name):
+            paths = [os.path.join(f, name) for f in folders]
+            return [p for p in paths if os.path.lexists(p)]
+        prefix = name[: min(name.find(c) for c in _GLOB_CHARS if c in name)]
+        out = []
+        for f in folders:
+            names = self.names(f)
+            for i in range(bisect.bisect_left(names, prefix), len(names)):
+                candidate = names[i]
+                if not candidate.startswith(prefix):
+                    break
+                if candidate.startswith(".") and not name.startswith("."):
+                    continue
+                # Match the rest only: "*" of "abc.*" is one cached regex for every row,
+                # where the whole pattern would compile a new one per row.
+                if fnmatch.fnmatchcase(candidate[len(prefix) :], name[len(prefix) :]):
+                    out.append(os.path.join(f, candidate))
+        return out
+
+
+def _resolve_glob(
+    name: str, base: Path, source: Path, row: int, listings: _Listings | None = None
+) -> str:
     """``name`` itself, or the one video file its wildcards match under ``base``.
 
     Downloaders pick the extension (``{url_id}.*`` may be .mp4, .webm or .mkv). No match keeps
     the pattern (the row is then excluded as a missing file); two videos matching one row are
-    an error, since picking one could silently swap videos.
+    an error, since picking one could silently swap videos. Pass one ``listings`` for all rows
+    of a table (each folder is then listed once).
     """
     if not _GLOB_CHARS & set(name):
         return name
     pattern = os.path.join(base, os.path.expanduser(name))
-    matches = sorted(m for m in glob.glob(pattern) if os.path.isfile(m))
+    found = (listings or _Listings()).glob(pattern)
+    matches = sorted(m for m in found if os.path.isfile(m))
     videos = [m for m in matches if Path(m).suffix.lower() in VIDEO_EXTENSIONS] or matches
     if len(videos) > 1:
         raise DataError(
@@ -186,6 +241,7 @@ def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame
     if "path" not in df.columns:
         pattern = str(cfg.get("fvc_filename") or "{url_id}.mp4")
         paths = []
+        listings = _Listings()
         for row, rec in enumerate(df.to_dict("records"), 1):
             try:
                 name = pattern.format(**rec, url_id=url_id(rec["video_url"]), row=row)
@@ -194,7 +250,7 @@ def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame
                     f"{path}: data.fvc_filename {pattern!r} cannot be filled for row {row}: "
                     f"{exc!r}; columns: {list(df.columns)}"
                 ) from None
-            paths.append(_resolve_glob(name, base, path, row))
+            paths.append(_resolve_glob(name, base, path, row, listings))
         df["path"] = paths
     group_col = cfg.get("group_column")
     if group_col and group_col not in df.columns and "cascade_id" in df.columns:
@@ -231,9 +287,12 @@ def _read_folders(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataF
     classes = {}
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(
-            f
-            for f in sub.rglob("*")
-            if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink())
+            (
+                f
+                for f in sub.rglob("*")
+                if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink())
+            ),
+            key=lambda f: f.parts,  # Path order, without Path.__lt__'s cost per comparison
         )
         if files:
             classes[sub.name] = files
@@ -242,7 +301,13 @@ def _read_folders(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataF
             f"{path}: expected 2 class folders with videos ({sorted(VIDEO_EXTENSIONS)}), found "
             f"{len(classes)}: {list(classes)}"
         )
-    records = [{"path": str(f), "label": name} for name, files in classes.items() for f in files]
+    # Absolute: ``path`` may be relative to the working directory, and resolving it again
+    # against ``data.root`` (or the folder itself) would double it.
+    records = [
+        {"path": os.path.abspath(f), "label": name}
+        for name, files in classes.items()
+        for f in files
+    ]
     return pd.DataFrame(records, columns=["path", "label"]), None
 
 

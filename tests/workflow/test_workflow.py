@@ -31,6 +31,8 @@ N_SPLITS = _TINY_CFG["cv"]["n_splits"]  # 2
 EPOCHS = _TINY_CFG["train"]["epochs"]  # 2
 RUN = Path("runs/tiny")
 EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
+#: The jobs downstream of train (all rerun when any fold is retrained).
+RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks")
 
 
 def epochs_trained(log: str) -> list[int]:
@@ -62,7 +64,8 @@ def test_full_run_writes_every_stage_artifact(finished_tiny_run: Path) -> None:
         assert list(hist["epoch"]) == list(range(1, EPOCHS + 1))
         assert metrics["epochs_trained"] == EPOCHS
     results = pd.read_feather(run / "kfold_results.feather")
-    assert list(results["fold"]) == [*(str(k) for k in range(N_SPLITS)), "mean", "std"]
+    stat_rows = ["mean", "std", "pooled", "pooled_ci_low", "pooled_ci_high"]
+    assert list(results["fold"]) == [*(str(k) for k in range(N_SPLITS)), *stat_rows]
     per_fold = results.iloc[:N_SPLITS]
     assert results.loc[results["fold"] == "mean", "accuracy"].item() == pytest.approx(
         per_fold["accuracy"].mean()
@@ -82,7 +85,7 @@ def test_changing_lr_reruns_only_train_and_results(finished_tiny_run: Path, tmp_
     overlay = tmp_path / "lr.yaml"
     overlay.write_text("train:\n  lr: 0.01\n")
     jobs = planned_jobs(finished_tiny_run, overlays=(str(overlay),))
-    assert {j.split("[")[0] for j in jobs} == {"train", "aggregate", "plots"}
+    assert {j.split("[")[0] for j in jobs} == {"train", *RESULTS_JOBS}
     assert sum(v for j, v in jobs.items() if j.startswith("train")) == N_SPLITS
 
 
@@ -90,7 +93,7 @@ def test_changing_augment_does_not_resplit(finished_tiny_run: Path, tmp_path: Pa
     overlay = tmp_path / "aug.yaml"
     overlay.write_text("augment:\n  copies: 2\n")
     jobs = planned_jobs(finished_tiny_run, overlays=(str(overlay),))
-    assert {j.split("[")[0] for j in jobs} == {"augment", "train", "aggregate", "plots"}
+    assert {j.split("[")[0] for j in jobs} == {"augment", "train", *RESULTS_JOBS}
 
 
 def test_report(tiny_run_copy: Path) -> None:
@@ -105,7 +108,7 @@ def test_dry_run_after_deleting_one_fold_lists_only_that_fold(tiny_run_copy: Pat
     for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt"):
         (fold_dir / name).unlink()
     jobs = planned_jobs(project)
-    assert jobs == {"train[fold=1]": 1, "aggregate": 1, "plots": 1}
+    assert jobs == {"train[fold=1]": 1, **dict.fromkeys(RESULTS_JOBS, 1)}
     snakemake(project)
     assert planned_jobs(project) == {}
 

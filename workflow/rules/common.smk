@@ -1,6 +1,7 @@
 # Config validation, output paths and the get_* input helpers shared by all rules.
 
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -19,6 +20,9 @@ _SRC = str(Path(workflow.basedir) / "src")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 )
+# ...and in this process too: get_dataset_inventory() calls fvc while the DAG is built.
+if Path(_SRC).is_dir() and _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
 
 EXP = config["experiment"]
 RUN = f"runs/{EXP}"
@@ -36,6 +40,45 @@ def get_metadata_source():
     return metadata if metadata else f"{DEMO_DIR}/metadata.csv"
 
 
+def scan_videos(source, data_cfg, inventory):
+    """Rescan the videos `source` lists into the file `inventory`; return its path.
+
+    Snakemake sees a metadata file but not the videos behind it; the inventory lists every
+    video with its size and mtime (one stat each, never a read) and is rewritten only when
+    that list changed, so a rule taking it as input reruns when a video is added, removed or
+    replaced, with the reason "Updated input files: <inventory>". Only the main process scans
+    (not each cluster job). Any set of videos can use it (a predict set: its own inventory).
+    """
+    if workflow.is_main_process:
+        from fvc.inventory import update_inventory
+
+        change = update_inventory(source, data_cfg, inventory)
+        if change:
+            print(
+                f"fvc: the dataset changed: {change.summary()} ({inventory})",
+                file=sys.stderr,
+            )
+    return inventory
+
+
+def get_dataset_inventory():
+    """runs/<exp>/data/inventory.tsv of the training videos, an input of load_data (see
+    scan_videos); [] for the generated demo, whose videos are the workflow's own output.
+    """
+    if not config["data"]["metadata"]:
+        return []
+    return scan_videos(
+        get_metadata_source(), load_params(), f"{RUN}/data/inventory.tsv"
+    )
+
+
+def get_cache_dir(stage):
+    """State a stage keeps between runs of one experiment (not an output: Snakemake deletes a
+    rule's outputs before it runs, and the rerun needs the previous result to reuse it).
+    """
+    return f"{RUN}/cache/{stage}"
+
+
 def load_params():
     """The keys that decide which videos are usable and their groups (not how they are decoded):
     data keys, plus cv.group_column, the metadata column copied into each video's group.
@@ -49,7 +92,7 @@ def load_params():
 
 def decode_params():
     """The data keys that decide the decoded clips."""
-    keys = ("num_frames", "size", "short_videos")
+    keys = ("num_frames", "size", "short_videos", "resize")
     return {k: config["data"][k] for k in keys}
 
 
@@ -77,4 +120,48 @@ def get_final_outputs():
         f"{RUN}/summary.json",
         f"{RUN}/plots/roc_curves.png",
         f"{RUN}/plots/training_curves.png",
+        *get_report_outputs(),
     ]
+
+
+def results_params():
+    """The cv keys that decide the pooled results (threshold, bootstrap CIs and its groups)."""
+    keys = ("threshold", "bootstrap_samples", "seed", "group_column")
+    return {k: config["cv"][k] for k in keys}
+
+
+def get_benchmark_files():
+    """Every benchmark: file of the run (runtime and peak memory per job, for the report)."""
+    return [
+        rules.load_data.benchmark,
+        rules.preprocess.benchmark,
+        *expand(rules.augment.benchmark, fold=FOLDS),
+        *expand(rules.train.benchmark, fold=FOLDS),
+    ]
+
+
+def get_predict_metrics(wildcards=None):
+    """Metrics of the labelled predict sets, {set: runs/<exp>/predict/<set>_metrics.json}.
+
+    Empty until predict exists (issue 9 point 3): the predict_metrics rule is the hook.
+    """
+    sets = (config.get("predict") or {}).get("sets") or {}
+    return {name: f"{RUN}/predict/{name}_metrics.json" for name in sets}
+
+
+def get_report_outputs():
+    """The report's extra figures and tables (besides the ROC and training curves)."""
+    outputs = [
+        f"{RUN}/plots/{name}.png"
+        for name in (
+            "pr_curves",
+            "calibration",
+            "confusion_matrix",
+            "memory",
+            "benchmarks",
+        )
+    ]
+    outputs += [f"{RUN}/benchmarks.tsv", f"{RUN}/kfold_results.html"]
+    if get_predict_metrics():
+        outputs.append(f"{RUN}/predict/metrics.tsv")
+    return outputs
