@@ -118,8 +118,6 @@ def get_final_outputs():
         *(path for paths in per_fold for path in paths),
         f"{RUN}/kfold_results.feather",
         f"{RUN}/summary.json",
-        f"{RUN}/plots/roc_curves.png",
-        f"{RUN}/plots/training_curves.png",
         *get_report_outputs(),
     ]
 
@@ -150,18 +148,13 @@ def get_predict_metrics(wildcards=None):
 
 
 def get_report_outputs():
-    """The report's extra figures and tables (besides the ROC and training curves)."""
+    """The report's figures and tables, taken from the rules that make them."""
     outputs = [
-        f"{RUN}/plots/{name}.png"
-        for name in (
-            "pr_curves",
-            "calibration",
-            "confusion_matrix",
-            "memory",
-            "benchmarks",
-        )
+        *rules.plots.output,
+        rules.memory_plot.output.png,
+        *rules.benchmarks.output,
+        rules.aggregate.output.table,
     ]
-    outputs += [f"{RUN}/benchmarks.tsv", f"{RUN}/kfold_results.html"]
     if get_predict_metrics():
-        outputs.append(f"{RUN}/predict/metrics.tsv")
+        outputs.append(rules.predict_metrics.output.table)
     return outputs
