@@ -179,8 +179,9 @@ def read_memory_log(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def memory_figure(memory_paths: Paths) -> Figure:
-    """One panel per fold: RSS and CUDA memory (MiB) against time since the fold's first event,
-    one point per logged event, OOM/retry/halving/skip events marked, (re)starts as lines.
+    """One panel per fold: RSS (and its peak so far) and CUDA memory (MiB) against time since the
+    fold's first event, one point per logged event, OOM/retry/halving/skip events marked,
+    (re)starts as dashed lines.
     """
     n = max(1, len(memory_paths))
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.2 * n + 0.6), squeeze=False)
@@ -189,6 +190,8 @@ def memory_figure(memory_paths: Paths) -> Figure:
         fold = df["fold"].dropna().iloc[0] if "fold" in df and df["fold"].notna().any() else "?"
         t = df["time"].astype(float) - float(df["time"].min()) if len(df) else df["time"]
         ax.plot(t, df["rss_mb"], ".-", color="tab:blue", label="RSS")
+        if "rss_peak_mb" in df and df["rss_peak_mb"].notna().any():
+            ax.plot(t, df["rss_peak_mb"], ":", color="tab:blue", label="RSS peak")
         for col, style in (("cuda_allocated_mb", "-"), ("cuda_reserved_mb", ":")):
             if col in df and df[col].notna().any():
                 ax.plot(t, df[col], style, color="tab:green", label=col.removesuffix("_mb"))

@@ -102,8 +102,8 @@ def test_grouped_bootstrap_is_wider_when_groups_are_correlated() -> None:
     y = np.repeat(group_label, 10)
     p = np.repeat(group_score, 10) + rng.normal(0, 0.001, 200)
     groups = np.repeat([f"g{i}" for i in range(20)], 10)
-    flat = bootstrap_ci(y, p, 0.5, n_resamples=400, seed=0)
-    grouped = bootstrap_ci(y, p, 0.5, groups=groups, n_resamples=400, seed=0)
+    flat = bootstrap_ci(y, p, 0.5, n_resamples=200, seed=0)
+    grouped = bootstrap_ci(y, p, 0.5, groups=groups, n_resamples=200, seed=0)
     width = {k: (grouped[k][1] - grouped[k][0], flat[k][1] - flat[k][0]) for k in grouped}
     assert width["roc_auc"][0] > 2 * width["roc_auc"][1]
     assert width["accuracy"][0] > 2 * width["accuracy"][1]

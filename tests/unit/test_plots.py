@@ -64,7 +64,13 @@ def fold_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]
             {"event": "batch_size", "time": 106.0, "fold": k, "rss_mb": 650.0, "old": 16},
             {"event": "epoch_end", "time": 110.0, "fold": k, "rss_mb": 640.0, "epoch": 1},
             {"event": "stage_start", "time": 200.0, "fold": k, "rss_mb": 480.0},
-            {"event": "fold_end", "time": 230.0, "fold": k, "rss_mb": 620.0 + k},
+            {
+                "event": "fold_end",
+                "time": 230.0,
+                "fold": k,
+                "rss_mb": 620.0 + k,
+                "rss_peak_mb": 950,
+            },
         ]
         out["mem"].append(d / f"memory{k}.jsonl")
         text = "".join(json.dumps(e) + "\n" for e in events) + '{"event": "torn'
@@ -154,7 +160,7 @@ def test_memory_timeline_panel_per_fold_with_events_marked(fold_files, tmp_path)
         t, rss = ax.lines[0].get_data()
         assert list(t) == [0, 5, 5.5, 6, 10, 100, 130]  # the torn last line is skipped
         assert rss[-1] == 620 + k
-        assert {"RSS", "oom", "retry", "batch_size"} <= set(_legend(ax))
+        assert {"RSS", "RSS peak", "oom", "retry", "batch_size"} <= set(_legend(ax))
         marked = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
         assert marked["oom"] == [[5.0, 900.0]]
         # job starts (the fresh one and the resume) as vertical lines
