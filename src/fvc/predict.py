@@ -38,7 +38,7 @@ from fvc.data import EXCLUDED_COLUMNS, build_clip_cache, list_videos, probe_vide
 from fvc.datasets import ClipSet
 from fvc.formats import DataError, read_metadata_source
 from fvc.io import write_json, write_parquet, write_tsv
-from fvc.metrics import binary_metrics
+from fvc.metrics import binary_metrics, choose_threshold, score_metrics
 
 log = logging.getLogger(__name__)
 
@@ -305,22 +305,6 @@ def score(
 # ----------------------------------------------------------------------------- threshold
 
 
-def eer_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
-    """The score where false positive and false negative rates are closest (EER point).
-
-    Capped at 1 (sklearn's first ROC threshold is infinity); :data:`DEFAULT_THRESHOLD` with
-    one class. The same convention as the results summary.
-    """
-    from sklearn.metrics import roc_curve
-
-    y = np.asarray(y_true, dtype=np.int64)
-    if len(np.unique(y)) < 2:
-        return DEFAULT_THRESHOLD
-    fpr, tpr, thresholds = roc_curve(y, np.asarray(prob, dtype=np.float64))
-    i = int(np.argmin(np.abs((1.0 - tpr) - fpr)))
-    return float(min(thresholds[i], 1.0))
-
-
 def decision_threshold(
     summary_path: str | os.PathLike[str] | None,
     predictions_paths: Sequence[str | os.PathLike[str]] = (),
@@ -344,7 +328,7 @@ def decision_threshold(
             f"{summary_path}: no threshold, and no out-of-fold predictions to choose one"
         )
     pooled = pd.concat([pd.read_parquet(p) for p in predictions_paths], ignore_index=True)
-    value = eer_threshold(pooled["label"].to_numpy(), pooled["prob_fake"].to_numpy())
+    value = choose_threshold(pooled["label"].to_numpy(), pooled["prob_fake"].to_numpy(), "eer")
     return value, "eer on the pooled out-of-fold predictions"
 
 
@@ -359,7 +343,8 @@ def _json_num(value: Any) -> Any:
 
 def set_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
     """The pooled metrics of the CV summary, at ``threshold`` (NaN -> null)."""
-    return {k: _json_num(v) for k, v in binary_metrics(y, p, threshold).items()}
+    metrics = {**binary_metrics(y, p, threshold), **score_metrics(y, p)}
+    return {k: _json_num(v) for k, v in metrics.items()}
 
 
 def decide(table: pd.DataFrame, threshold: float) -> pd.DataFrame:

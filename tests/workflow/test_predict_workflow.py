@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fvc.predict import eer_threshold, predict_main
+from fvc.metrics import choose_threshold
+from fvc.predict import predict_main
 from tests.workflow.helpers import make_project, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -80,10 +81,13 @@ def test_labelled_set_scores_usable_videos_and_lists_the_broken(proj: Path) -> N
     assert len(both) == 6
     own = [row[f"p_fold_{row['fold']}"] for _, row in both.iterrows()]
     np.testing.assert_allclose(own, both["prob_fake"], rtol=0, atol=1e-6)
-    # the threshold: the EER point of the pooled out-of-fold predictions (summary.json has
-    # no "threshold" key on this branch)
+    # the threshold: summary.json's, the EER point (cv.threshold default) of the pooled
+    # out-of-fold predictions
+    summary = json.loads((proj / RUN / "summary.json").read_text())
+    assert summary["threshold"]["method"] == "eer"
+    assert table["threshold"].iloc[0] == pytest.approx(summary["threshold"]["value"])
     assert table["threshold"].iloc[0] == pytest.approx(
-        eer_threshold(oof["label"].to_numpy(), oof["prob_fake"].to_numpy())
+        choose_threshold(oof["label"].to_numpy(), oof["prob_fake"].to_numpy(), "eer")
     )
 
     excluded = pd.read_csv(out / "lab_excluded.tsv", sep="\t")
