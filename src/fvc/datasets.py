@@ -32,7 +32,7 @@ STD = (0.22803, 0.22145, 0.216989)
 
 
 def open_clips(path: str | os.PathLike[str]) -> np.ndarray:
-    """Memory-map a uint8 clip array as ``(N, C, T, S, S, 3)``, with a one-line error if it is not one.
+    """Memory-map a uint8 clip array as ``(N, C, T, S, S, 3)`` (one-line error if it is not one).
 
     ``(N, T, S, S, 3)`` files (one window per video, ``data.clips_per_video: 1``, and the
     augmented copies) come back as a view with C = 1; ``(N, C, T, S, S, 3)`` files as they are.
