@@ -227,8 +227,8 @@ def test_each_augmented_copy_augments_one_window(tmp_path: Path) -> None:
     n, c = 8, 3
     clips = rng.integers(0, 256, size=(n, c, 4, 12, 12, 3), dtype=np.uint8)
     np.save(tmp_path / "clips.npy", clips)
-    splits = pd.DataFrame({"video_id": [f"v{i}" for i in range(n)], "clip_row": range(n),
-                           "label": [i % 2 for i in range(n)], "fold": [i % 2 for i in range(n)]})  # fmt: skip
+    ids, parity = [f"v{i}" for i in range(n)], [i % 2 for i in range(n)]
+    splits = pd.DataFrame({"video_id": ids, "clip_row": range(n), "label": parity, "fold": parity})
     splits.to_parquet(tmp_path / "splits.parquet", index=False)
     only_flip = {"copies": 3, "p_flip": 1.0, "p_affine": 0.0, "p_color": 0.0, "p_blur": 0.0,
                  "p_noise": 0.0, "p_erase": 0.0, "p_temporal": 0.0}  # fmt: skip
