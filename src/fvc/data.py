@@ -35,8 +35,8 @@ from fvc.io import atomic_path, write_parquet, write_tsv
 from fvc.video import VideoError, decode_windows, probe_video, window_settings
 
 __all__ = [
-    "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "load_metadata",
-    "read_metadata_source",
+    "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "clip_shape",
+    "decode_settings", "load_metadata", "read_metadata_source",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,11 @@ the memory and only the micro-batch being computed is ever float.
 
 The batch order of an epoch is a pure function of ``(train.seed, fold, epoch)``
 (:func:`epoch_batches`), so a resumed run skips exactly the batches it had consumed.
+
+Several clips per video (``data.clips_per_video`` C > 1, clips.npy ``(N, C, T, S, S, 3)``): a
+training item shows one window per epoch, :func:`epoch_windows` (also a pure function of
+``(train.seed, fold, epoch)``, set by :meth:`ClipSet.set_epoch`); evaluation scores every window
+(:meth:`ClipSet.window_items`) and :func:`video_scores` averages them into one P(fake) per video.
 """
 
 from __future__ import annotations

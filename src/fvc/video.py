@@ -9,6 +9,8 @@ callers can exclude a video with a readable reason instead of crashing the stage
   frames than the file holds), and decodes the first frame so an undecodable stream fails early.
 - :func:`decode_clip`: ``num_frames`` uniformly sampled frames, letterboxed to ``size x size`` RGB
   (or, with ``data.resize: short_side_crop``, short side scaled and centre-cropped).
+  :func:`decode_windows` decodes ``data.clips_per_video`` temporal windows of them in one pass
+  (frames :func:`window_indices`, ``data.frame_stride`` apart); ``decode_clip`` is its C = 1.
   It decodes sequentially and stops after the last needed frame; for long videos with sparse
   samples it seeks to the keyframe before a sample when that skips enough frames.
 
