@@ -66,3 +66,24 @@ def test_two_windows_per_video_through_the_workflow(tmp_path: Path) -> None:
     plan = planned_jobs(proj, overlays=("clips.yaml", "three.yaml"))
     assert plan["preprocess"] == 1 and plan["train[fold=0]"] == 1, plan
     assert planned_jobs(proj, overlays=("clips.yaml",)) == {}
+
+
+@pytest.mark.parametrize(
+    ("overlay", "expect"),
+    [
+        (
+            "data:\n  clips_per_video: 0\n",
+            ["0 is less than the minimum of 1", "['clips_per_video']"],
+        ),
+        ("data:\n  frame_stride: -2\n", ["-2 is less than the minimum of 0", "['frame_stride']"]),
+    ],
+    ids=["no_window", "negative_stride"],
+)
+def test_bad_window_keys_are_named_at_start_up(tmp_path: Path, overlay: str, expect: list) -> None:
+    proj = make_project(tmp_path / "proj")
+    (proj / "bad.yaml").write_text(overlay)
+    proc = snakemake(proj, "-n", overlays=("bad.yaml",), check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Error validating config file" in text, text[-3000:]
+    for part in expect:
+        assert part in text, text[-3000:]
