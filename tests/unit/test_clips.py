@@ -390,3 +390,11 @@ def test_training_draws_other_windows_than_the_first(windowed: dict, tmp_path: P
     _fit(windowed, tmp_path / "real", train)
     assert _same_weights(_weights(tmp_path / "first"), _weights(tmp_path / "copies"))
     assert not _same_weights(_weights(tmp_path / "first"), _weights(tmp_path / "real"))
+
+
+def test_loader_workers_show_the_same_windows(
+    windowed: dict, windowed_reference: Path, tmp_path: Path
+) -> None:
+    """DataLoader worker processes get the epoch's draw too: same weights as in-process loading."""
+    _fit(windowed, tmp_path, {"num_workers": 2})
+    assert _same_weights(_weights(tmp_path), _weights(windowed_reference))
