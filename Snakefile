@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cv.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/predict.smk"
 
 
 # Trivial rules run inside the main Snakemake process, also on a cluster (no submit latency).

@@ -36,7 +36,7 @@ from fvc.video import VideoError, decode_windows, probe_video, window_settings
 
 __all__ = [
     "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "clip_shape",
-    "decode_settings", "load_metadata", "read_metadata_source",
+    "decode_settings", "list_videos", "load_metadata", "probe_videos", "read_metadata_source",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,95 @@ def _summary(reasons: Iterable[str]) -> str:
     return ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())) or "none"
 
 
+def list_videos(
+    table: pd.DataFrame, data_cfg: dict[str, Any], source: str
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Add ``video_id``, integer ``label``, ``label_name`` and ``group`` to a read source.
+
+    ``table`` is :func:`fvc.formats.read_metadata_source`'s result. Without a ``label`` column
+    (an unlabelled predict set) every label is -1 and ``label_name`` is empty. Returns the
+    table and the class display names ``{1: ..., 0: ...}``.
+    """
+    rows = table["row"].tolist()
+    width = max(5, len(str(max(rows)))) if rows else 5
+    if "label" in table.columns:
+        labels, class_names = encode_labels(
+            table["label"].astype(str).tolist(), str(data_cfg.get("positive_label", "fake")),
+            source, rows,
+        )  # fmt: skip
+        names = table["label"].astype(str).str.strip()
+    else:
+        positive = str(data_cfg.get("positive_label", "fake"))
+        labels, class_names = np.full(len(table), -1, dtype=np.int8), {1: positive, 0: ""}
+        names = pd.Series([""] * len(table), index=table.index, dtype=object)
+    table = table.assign(video_id=[f"v{r:0{width}d}" for r in rows], label_name=names, label=labels)
+    # cv.group_column (passed here as group_column): the column whose value is the group;
+    # `group` may be absent (each video is its own group), any other name must be a column.
+    group_col = data_cfg.get("group_column") or None
+    if group_col and group_col in table.columns:
+        groups = table[group_col].astype("string").str.strip().fillna("")
+        table["group"] = groups.where(groups != "", table["video_id"]).astype(str)
+    elif group_col and group_col != "group":
+        columns = [c for c in table.columns if c not in ("row", "video_id", "label_name")]
+        raise DataError(
+            f"{source}: cv.group_column={group_col!r} is not a column of the metadata "
+            f"(columns: {', '.join(columns)}); name the column that groups clips, or null"
+        )
+    else:
+        table["group"] = table["video_id"]
+    return table, class_names
+
+
+def probe_videos(
+    table: pd.DataFrame, source: str, workers: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop duplicate rows, probe every video: (metadata of the usable ones, excluded rows).
+
+    ``table`` comes from :func:`list_videos`. Rows that point at the same file twice are
+    excluded as "duplicate of row N" (the same file with two labels is a :class:`DataError`);
+    a video that fails to probe is excluded with its reason, never replaced. Probing runs in
+    ``workers`` processes.
+    """
+    excluded: list[dict[str, Any]] = []
+    first_row: dict[str, tuple[int, int, str, str]] = {}
+    keep = []
+    for i, (row, path, label, name) in enumerate(
+        zip(table["row"], table["path"], table["label"], table["label_name"], strict=True)
+    ):
+        key = os.path.realpath(path)  # a symlink or ../ spelling is still the same video
+        if key in first_row:
+            frow, flabel, fname, fpath = first_row[key]
+            if flabel != label:
+                also = f" (as {fpath} and {path})" if fpath != path else ""
+                raise DataError(
+                    f"{source}: rows {frow} and {row} list the same video {key} with different "
+                    f"labels ({fname!r} and {name!r}){also}; fix one of the two rows"
+                )
+            excluded.append({"row": row, "path": path, "label": name,
+                             "reason": f"duplicate of row {frow}"})  # fmt: skip
+        else:
+            first_row[key] = (row, int(label), name, path)
+            keep.append(i)
+    table = table.iloc[keep].reset_index(drop=True)
+
+    probes = list(_ordered_map(_probe_one, table["path"].tolist(), workers, "probe"))
+    usable = []
+    for i, result in enumerate(probes):
+        if isinstance(result, str):
+            rec = table.iloc[i]
+            excluded.append({"row": int(rec["row"]), "path": rec["path"],
+                             "label": rec["label_name"], "reason": result})  # fmt: skip
+        else:
+            usable.append(i)
+    meta = table.iloc[usable].reset_index(drop=True)
+    for key in PROBE_KEYS:
+        meta[key] = [probes[i][key] for i in usable]
+    meta = meta.astype({"label": "int8", "frames": "int64", "fps": "float64", "width": "int64",
+                        "height": "int64", "duration": "float64"})[METADATA_COLUMNS]  # fmt: skip
+    excl = pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS).sort_values("row", kind="stable")
+    return meta, excl
+
+
 def load_metadata(
     data_cfg: dict[str, Any],
     metadata_path: str | os.PathLike[str],
@@ -173,70 +262,9 @@ def load_metadata(
     table = read_metadata_source(metadata_path, data_cfg)  # row, path (absolute), label, [group]
     if table.empty:
         raise DataError(f"{source}: no videos listed")
-    rows = table["row"].tolist()
-    labels, class_names = encode_labels(
-        table["label"].astype(str).tolist(), str(data_cfg.get("positive_label", "fake")),
-        source, rows,
-    )  # fmt: skip
-    width = max(5, len(str(max(rows))))
-    table = table.assign(
-        video_id=[f"v{r:0{width}d}" for r in rows],
-        label_name=table["label"].astype(str).str.strip(),
-        label=labels,
-    )
-    # cv.group_column (passed here as group_column): the column whose value is the group;
-    # `group` may be absent (each video is its own group), any other name must be a column.
-    group_col = data_cfg.get("group_column") or None
-    if group_col and group_col in table.columns:
-        groups = table[group_col].astype("string").str.strip().fillna("")
-        table["group"] = groups.where(groups != "", table["video_id"]).astype(str)
-    elif group_col and group_col != "group":
-        columns = [c for c in table.columns if c not in ("row", "video_id", "label_name")]
-        raise DataError(
-            f"{source}: cv.group_column={group_col!r} is not a column of the metadata "
-            f"(columns: {', '.join(columns)}); name the column that groups clips, or null"
-        )
-    else:
-        table["group"] = table["video_id"]
-
-    excluded: list[dict[str, Any]] = []
-    first_row: dict[str, tuple[int, int, str, str]] = {}
-    keep = []
-    for i, (row, path, label, name) in enumerate(
-        zip(rows, table["path"], table["label"], table["label_name"], strict=True)
-    ):
-        key = os.path.realpath(path)  # a symlink or ../ spelling is still the same video
-        if key in first_row:
-            frow, flabel, fname, fpath = first_row[key]
-            if flabel != label:
-                also = f" (as {fpath} and {path})" if fpath != path else ""
-                raise DataError(
-                    f"{source}: rows {frow} and {row} list the same video {key} with different "
-                    f"labels ({fname!r} and {name!r}){also}; fix one of the two rows"
-                )
-            excluded.append({"row": row, "path": path, "label": name,
-                             "reason": f"duplicate of row {frow}"})  # fmt: skip
-        else:
-            first_row[key] = (row, int(label), name, path)
-            keep.append(i)
-    table = table.iloc[keep].reset_index(drop=True)
-
+    table, class_names = list_videos(table, data_cfg, source)
     workers = max(1, int(workers or data_cfg.get("workers") or 1))
-    probes = list(_ordered_map(_probe_one, table["path"].tolist(), workers, "probe"))
-    usable = []
-    for i, result in enumerate(probes):
-        if isinstance(result, str):
-            rec = table.iloc[i]
-            excluded.append({"row": int(rec["row"]), "path": rec["path"],
-                             "label": rec["label_name"], "reason": result})  # fmt: skip
-        else:
-            usable.append(i)
-    meta = table.iloc[usable].reset_index(drop=True)
-    for key in PROBE_KEYS:
-        meta[key] = [probes[i][key] for i in usable]
-    meta = meta.astype({"label": "int8", "frames": "int64", "fps": "float64", "width": "int64",
-                        "height": "int64", "duration": "float64"})[METADATA_COLUMNS]  # fmt: skip
-    excl = pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS).sort_values("row", kind="stable")
+    meta, excl = probe_videos(table, source, workers)
 
     counts = {c: int((meta["label"] == c).sum()) for c in (1, 0)}
     short = [c for c in (1, 0) if counts[c] < min_per_class]
@@ -509,7 +537,10 @@ def build_clip_cache(
     index["clip_row"] = np.arange(len(ok_rows), dtype=np.int64)
     index["padded"] = np.array(padded_flags, dtype=bool)
     write_tsv(out_excluded, pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS))
-    write_parquet(out_index, index)
+    # the settings travel with the clips: `fvc predict` decodes new files exactly like these
+    recorded = index.copy(deep=False)
+    recorded.attrs = {"decode_settings": decode_settings(data_cfg)}
+    write_parquet(out_index, recorded)
     cache.save(out_clips, records)
     n_reused = len(meta) - len(misses)
     log.info("clip cache: %d clips %s (%d padded), %d failed to decode (%s)", len(index),

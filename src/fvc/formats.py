@@ -105,8 +105,10 @@ def encode_labels(
 # ----------------------------------------------------------------------------- readers
 # Each reader returns (table with `path` and `label` + extra columns, row numbers or None).
 # Row numbers default to the 1-based data row; the list reader returns line numbers.
+# ``labels=False`` (predict sets, issue 9): the label is optional; a table without any label
+# has no `label` column.
 
-Reader = Callable[[Path, dict[str, Any], Path], tuple[pd.DataFrame, list[int] | None]]
+Reader = Callable[..., tuple[pd.DataFrame, list[int] | None]]
 
 
 def _read_any_table(path: Path) -> pd.DataFrame:
@@ -139,9 +141,17 @@ def _require(df: pd.DataFrame, path: Path, needed: list[str]) -> pd.DataFrame:
     return df.rename(columns={lower[n.lower()]: n for n in needed if n not in df.columns})
 
 
-def _read_table(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, None]:
+def _has_label(df: pd.DataFrame) -> bool:
+    return any(c.lower() == "label" for c in df.columns)
+
+
+def _read_table(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, None]:
     """A table with ``path`` and ``label`` columns (any others are kept, e.g. the group)."""
-    return _require(_read_any_table(path), path, ["path", "label"]), None
+    df = _read_any_table(path)
+    needed = ["path", "label"] if labels or _has_label(df) else ["path"]
+    return _require(df, path, needed), None
 
 
 def url_id(url: str) -> str:
@@ -230,14 +240,17 @@ def _resolve_glob(
     return videos[0] if videos else name
 
 
-def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, None]:
+def _read_fvc(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, None]:
     """FVC.csv (``cascade_id, video_url, label``): map each URL to a local file.
 
     A ``path`` column wins; otherwise ``data.fvc_filename`` (default ``{url_id}.mp4``) is
     formatted with the row's columns plus ``url_id`` and ``row``, and may hold wildcards
     (``{url_id}.*``). ``cascade_id`` (near-duplicate reposts of one video) becomes the group.
     """
-    df = _require(_read_any_table(path), path, ["video_url", "label"])
+    df = _read_any_table(path)
+    df = _require(df, path, ["video_url", "label"] if labels or _has_label(df) else ["video_url"])
     if "path" not in df.columns:
         pattern = str(cfg.get("fvc_filename") or "{url_id}.mp4")
         paths = []
@@ -258,31 +271,50 @@ def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame
     return df, None
 
 
-def _read_list(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, list[int]]:
+def _read_list(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, list[int]]:
     """MMAction2 / PySlowFast list: one ``path label`` per line (# comments, blank lines ok).
 
     The label is the last whitespace-separated field, so paths may contain spaces. Rows are
-    line numbers, so error messages point at the line to fix.
+    line numbers, so error messages point at the line to fix. With ``labels=False`` a line may
+    be a bare path (one field, or a whole line ending in a video extension); then every line
+    must be one, since a list that labels some videos only is most likely a mistake.
     """
-    records, rows = [], []
+    records, rows, bare = [], [], []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             parts = text.rsplit(None, 1)
-            if len(parts) != 2:
+            if not labels and (len(parts) == 1 or Path(text).suffix.lower() in VIDEO_EXTENSIONS):
+                bare.append(number)
+                parts = [text, ""]
+            elif len(parts) != 2:
                 raise DataError(f"{path}: line {number}: expected 'path label', got {text!r}")
             records.append({"path": parts[0], "label": parts[1]})
             rows.append(number)
+    if bare and len(bare) != len(rows):
+        labelled = next(r for r in rows if r not in bare)
+        raise DataError(
+            f"{path}: line {bare[0]} has no label but line {labelled} has one; label every "
+            "line or none"
+        )
+    if bare:
+        return pd.DataFrame({"path": [r["path"] for r in records]}), rows
     return pd.DataFrame(records, columns=["path", "label"]), rows
 
 
-def _read_folders(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, None]:
+def _read_folders(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, None]:
     """One sub-folder per class (``root/real/*.mp4``, ``root/fake/*.mp4``), searched recursively.
 
     Files are listed in sorted order (rows are stable). A broken symlink with a video extension
-    is listed too, so it is reported as a missing file instead of silently disappearing.
+    is listed too, so it is reported as a missing file instead of silently disappearing. With
+    ``labels=False`` a folder without exactly two class folders is a plain folder of unlabelled
+    videos (every video file below it).
     """
     classes = {}
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -296,6 +328,13 @@ def _read_folders(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataF
         )
         if files:
             classes[sub.name] = files
+    if len(classes) != 2 and not labels:
+        files = sorted(
+            f
+            for f in path.rglob("*")
+            if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink())
+        )
+        return pd.DataFrame({"path": [os.path.abspath(f) for f in files]}), None
     if len(classes) != 2:
         raise DataError(
             f"{path}: expected 2 class folders with videos ({sorted(VIDEO_EXTENSIONS)}), found "
@@ -344,13 +383,14 @@ def detect_format(path: Path) -> str:
 
 
 def read_metadata_source(
-    metadata_path: str | os.PathLike[str], cfg: dict[str, Any]
+    metadata_path: str | os.PathLike[str], cfg: dict[str, Any], labels: bool = True
 ) -> pd.DataFrame:
     """Read any supported metadata format into ``row, path (absolute), label`` (+ extra columns).
 
     ``row`` is the 1-based data row (line number for list files; a user column named ``row``
     is replaced). Relative paths are resolved against ``data.root`` or, when that is null, the
-    metadata file's folder (the folder itself for the ``folders`` format).
+    metadata file's folder (the folder itself for the ``folders`` format). ``labels=False``
+    (predict sets) accepts sources without labels: the result then has no ``label`` column.
     """
     path = Path(metadata_path)
     if not path.exists():
@@ -367,7 +407,7 @@ def read_metadata_source(
     base = Path(
         os.path.expanduser(str(cfg.get("root") or (path if path.is_dir() else path.parent)))
     )
-    df, rows = _READERS[fmt](path, cfg, base)
+    df, rows = _READERS[fmt](path, cfg, base, labels=labels)
     if "row" in df.columns:
         log.warning("%s: column 'row' is replaced by the row number", path)
         df = df.drop(columns="row")

@@ -80,19 +80,20 @@ def _stat(path: str) -> Entry:
 
 
 def scan_inventory(
-    metadata_source: str | os.PathLike[str], data_cfg: dict[str, Any]
+    metadata_source: str | os.PathLike[str], data_cfg: dict[str, Any], labels: bool = True
 ) -> tuple[dict[str, Entry], str]:
     """``{absolute video path: (size, mtime_ns)}`` of every video the source lists, and an error.
 
     The error is "" or the one-line message of a source that cannot be read (then the dict is
     empty). Paths are resolved exactly as ``load_data`` resolves them
-    (:func:`fvc.formats.read_metadata_source`); only ``stat`` touches the videos.
+    (:func:`fvc.formats.read_metadata_source`; ``labels=False`` for a predict set, whose
+    labels are optional); only ``stat`` touches the videos.
     """
     fmt_logger = logging.getLogger("fvc.formats")
     level = fmt_logger.level
     fmt_logger.setLevel(logging.WARNING)  # no "read as table" chatter at parse time
     try:
-        table = read_metadata_source(metadata_source, data_cfg)
+        table = read_metadata_source(metadata_source, data_cfg, labels=labels)
     except (DataError, OSError, ValueError) as exc:
         return {}, " ".join(str(exc).split()) or type(exc).__name__
     finally:
@@ -154,6 +155,7 @@ def update_inventory(
     metadata_source: str | os.PathLike[str],
     data_cfg: dict[str, Any],
     inventory_path: str | os.PathLike[str],
+    labels: bool = True,
 ) -> InventoryChange | None:
     """Rescan ``metadata_source``; rewrite ``inventory_path`` only if its content changed.
 
@@ -162,7 +164,7 @@ def update_inventory(
     reruns). Never raises for a bad source or a missing video (see the module docstring); an
     unwritable inventory path does raise (OSError).
     """
-    entries, error = scan_inventory(metadata_source, data_cfg)
+    entries, error = scan_inventory(metadata_source, data_cfg, labels)
     text = format_inventory(entries, error)
     path = Path(inventory_path)
     try:

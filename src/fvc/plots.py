@@ -209,15 +209,16 @@ def memory_figure(memory_paths: Paths) -> Figure:
 
 
 def read_benchmarks(paths: Paths, root: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Snakemake ``benchmark:`` files as one table: job (path below ``root``, no suffix),
-    seconds, peak RSS (MiB; NaN where Snakemake measured none), CPU seconds.
+    """Snakemake ``benchmark:`` files as one table: job (path below ``root``, default: below
+    the last folder named ``benchmarks``; no suffix), seconds, peak RSS (MiB; NaN where
+    Snakemake measured none), CPU seconds.
     """
     rows = []
     for path in paths:
         b = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
         if b.empty or "s" not in b:
             raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column)")
-        job = str(Path(path).relative_to(root)) if root else str(path)
+        job = str(Path(path).relative_to(root)) if root else _below_benchmarks(Path(path))
         rows.append(
             {
                 "job": job.removesuffix(".tsv"),
@@ -227,6 +228,12 @@ def read_benchmarks(paths: Paths, root: str | os.PathLike[str] | None = None) ->
             }
         )
     return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb", "cpu_seconds"])
+
+
+def _below_benchmarks(path: Path) -> str:
+    parts = path.parts
+    cut = max((i for i, part in enumerate(parts[:-1]) if part == "benchmarks"), default=-1)
+    return "/".join(parts[cut + 1 :])
 
 
 def benchmark_figure(table: pd.DataFrame) -> Figure:

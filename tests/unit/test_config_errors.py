@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.models import build_model
-from fvc.train import FoldInputs, FoldOutputs, TrainingFailed, fit_fold
+from fvc.train import TrainingFailed, fit_fold
 
 SMALL = {"name": "small3d", "dropout": 0.0}
 TRAIN = {"epochs": 1, "batch_size": 4, "seed": 0}

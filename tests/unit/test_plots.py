@@ -176,12 +176,13 @@ def test_benchmarks_table_and_bars(tmp_path) -> None:
     (root / "augment").mkdir()
     (root / "augment/fold_0.tsv").write_text(header + "0.2\t0:00:00" + "\tNA" * 7 + "\t0.1\n")
     paths.append(root / "augment/fold_0.tsv")
-    table = plots.write_benchmarks(paths, tmp_path / "b.png", tmp_path / "b.tsv", root=root)
+    table = plots.write_benchmarks(paths, tmp_path / "b.png", tmp_path / "b.tsv")
     assert list(table["job"]) == ["load_data", "train/fold_0", "augment/fold_0"]
     assert list(table["seconds"]) == [1.5, 40.0, 0.2]
     assert table["max_rss_mb"].iloc[1] == 900.0 and np.isnan(table["max_rss_mb"].iloc[2])
     assert pd.read_csv(tmp_path / "b.tsv", sep="\t")["cpu_seconds"].tolist() == [30.5, 30.5, 0.1]
     fig = plots.benchmark_figure(table)
+    assert list(plots.read_benchmarks(paths[:1], root=tmp_path)["job"]) == ["benchmarks/load_data"]
     widths = [p.get_width() for p in fig.axes[0].patches]
     assert widths[:3] == [1.5, 40.0, 0.2]
     assert_png(tmp_path / "b.png", tuple(fig.get_size_inches()))

@@ -13,7 +13,8 @@ import pytest
 
 from tests.workflow.helpers import make_project, snakemake
 
-pytestmark = pytest.mark.workflow
+# func_only: the module's demo fixture is not charged to the first test's budget.
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(600, func_only=True)]
 
 RUN = Path("runs/tiny")
 

@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 if "group_column" in config.get("data", {}):
@@ -126,9 +127,102 @@ def get_final_outputs():
         *(path for paths in per_fold for path in paths),
         f"{RUN}/kfold_results.feather",
         f"{RUN}/summary.json",
-        f"{RUN}/plots/roc_curves.png",
-        f"{RUN}/plots/training_curves.png",
         *get_report_outputs(),
+        *get_predict_outputs(),
+    ]
+
+
+# ----------------------------------------------------------------------------- predict sets
+
+
+def predict_specs():
+    """{name: {metadata, root, format}} of `predict.sets`; a missing source fails at start-up
+    with one line naming predict.sets.<name> (fvc.predict.set_spec / check_source).
+    """
+    from fvc.predict import PredictError, check_source, set_spec
+
+    specs = {}
+    for name, value in ((config.get("predict") or {}).get("sets") or {}).items():
+        try:
+            specs[name] = set_spec(name, value)
+            check_source(name, specs[name])
+        except PredictError as exc:
+            raise WorkflowError(str(exc)) from None
+    return specs
+
+
+PREDICT_SETS = predict_specs()
+
+
+def predict_set_pattern():
+    """Wildcard constraint of {name}: exactly the configured set names."""
+    import re
+
+    return "|".join(re.escape(n) for n in PREDICT_SETS) or "(?!)"
+
+
+def predict_data_params():
+    """The data keys a predict set is read and decoded with: the training's decode settings
+    (so clips match the models), positive label and FVC file pattern; the source keys
+    (metadata, root, format) come from the set itself.
+    """
+    keys = ("fvc_filename", "positive_label")
+    return {**decode_params(), **{k: config["data"][k] for k in keys}}
+
+
+def get_predict_spec(wildcards):
+    """The set's {metadata, root, format}."""
+    return PREDICT_SETS[wildcards.name]
+
+
+def get_predict_source(wildcards):
+    """The set's metadata file or folder (an input, so an edited table reruns the set)."""
+    return PREDICT_SETS[wildcards.name]["metadata"]
+
+
+def get_predict_inventory(wildcards):
+    """runs/<exp>/predict/data/<name>/inventory.tsv: the set's videos (stat only), rewritten
+    when they change, so an added, removed or replaced video reruns the set (issue 11).
+    """
+    from fvc.predict import source_config
+
+    spec = PREDICT_SETS[wildcards.name]
+    path = f"{RUN}/predict/data/{wildcards.name}/inventory.tsv"
+    if workflow.is_main_process:
+        from fvc.inventory import update_inventory
+
+        cfg = source_config(predict_data_params(), spec)
+        change = update_inventory(spec["metadata"], cfg, path, labels=False)
+        if change:
+            print(
+                f"fvc: predict set {wildcards.name} changed: {change.summary()} ({path})",
+                file=sys.stderr,
+            )
+    return path
+
+
+def get_predict_models(wildcards):
+    """The models that score predict sets: every fold's best_model.pt (predict.model:
+    ensemble) or runs/<exp>/final/model.pt (final), which needs the `refit` target.
+    """
+    if config["predict"]["model"] == "ensemble":
+        return get_fold_outputs("best_model.pt")
+    path = f"{RUN}/final/model.pt"
+    try:
+        rules.refit  # the refit target (issue 9 point 4) builds the final model
+    except (AttributeError, WorkflowError):
+        from fvc.predict import final_missing_message
+
+        raise WorkflowError(final_missing_message(path)) from None
+    return [path]
+
+
+def get_predict_outputs():
+    """Per predict set: its table, excluded list and metrics (none without predict.sets)."""
+    return [
+        f"{RUN}/predict/{name}{suffix}"
+        for name in PREDICT_SETS
+        for suffix in (".parquet", "_excluded.tsv", "_metrics.json")
     ]
 
 
@@ -158,18 +252,13 @@ def get_predict_metrics(wildcards=None):
 
 
 def get_report_outputs():
-    """The report's extra figures and tables (besides the ROC and training curves)."""
+    """The report's figures and tables, taken from the rules that make them."""
     outputs = [
-        f"{RUN}/plots/{name}.png"
-        for name in (
-            "pr_curves",
-            "calibration",
-            "confusion_matrix",
-            "memory",
-            "benchmarks",
-        )
+        *rules.plots.output,
+        rules.memory_plot.output.png,
+        *rules.benchmarks.output,
+        rules.aggregate.output.table,
     ]
-    outputs += [f"{RUN}/benchmarks.tsv", f"{RUN}/kfold_results.html"]
     if get_predict_metrics():
-        outputs.append(f"{RUN}/predict/metrics.tsv")
+        outputs.append(rules.predict_metrics.output.table)
     return outputs

@@ -115,8 +115,6 @@ rule benchmarks:
         f"{RUN}/logs/benchmarks.log",
     conda:
         "../../envs/data.yaml"
-    params:
-        root=f"{RUN}/benchmarks",
     script:
         "../scripts/benchmarks.py"
 

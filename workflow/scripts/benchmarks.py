@@ -8,5 +8,4 @@ write_benchmarks(
     list(snakemake.input.benchmarks),
     snakemake.output.png,
     snakemake.output.table,
-    root=snakemake.params.root,
 )
