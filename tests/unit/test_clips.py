@@ -398,3 +398,22 @@ def test_loader_workers_show_the_same_windows(
     """DataLoader worker processes get the epoch's draw too: same weights as in-process loading."""
     _fit(windowed, tmp_path, {"num_workers": 2})
     assert _same_weights(_weights(tmp_path), _weights(windowed_reference))
+
+
+def test_predict_scores_average_the_windows_of_each_video(
+    metadata: Path, windowed_reference: Path, tmp_path: Path
+) -> None:
+    """fvc.predict.score on a 2-window cache of real videos: one row per video, P = the mean of
+    the model's window probabilities (the same evaluate/video_scores path as validation)."""
+    from fvc.predict import score
+
+    index = _build(metadata, tmp_path / "c2", clips_per_video=2, frame_stride=2)
+    model_path = windowed_reference / "out" / "best_model.pt"
+    scored = score(index, tmp_path / "c2" / "clips.npy", [model_path], batch_size=3)
+    assert scored["video_id"].tolist() == index["video_id"].tolist()  # one row per video
+    best = torch.load(model_path, weights_only=True)
+    model = build_model(best["model"])
+    model.load_state_dict(best["model_state"])
+    clips = np.load(tmp_path / "c2" / "clips.npy")
+    manual = _manual_probs(model, clips, index["clip_row"].to_numpy())
+    assert np.allclose(scored["p_fake"], manual.mean(axis=1), rtol=0, atol=1e-6)
