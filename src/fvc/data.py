@@ -32,11 +32,11 @@ import pandas as pd
 
 from fvc.formats import DataError, encode_labels, read_metadata_source
 from fvc.io import atomic_path, write_parquet, write_tsv
-from fvc.video import VideoError, decode_clip, probe_video
+from fvc.video import VideoError, decode_windows, probe_video, window_settings
 
 __all__ = [
-    "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "list_videos",
-    "load_metadata", "probe_videos", "read_metadata_source",
+    "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "clip_shape",
+    "decode_settings", "list_videos", "load_metadata", "probe_videos", "read_metadata_source",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -287,13 +287,15 @@ def load_metadata(
 
 
 def _decode_one(
-    task: tuple[str, int, int, int, str, str],
+    task: tuple[str, int, int, int, str, str, int, int | None],
 ) -> tuple[np.ndarray | None, bool, str]:
-    """(clip, padded, '') or (None, False, reason) for one video (worker function)."""
-    path, frames, num_frames, size, short_videos, resize = task
+    """(windows (C, T, S, S, 3), padded, '') or (None, False, reason) for one video (worker)."""
+    path, frames, num_frames, size, short_videos, resize, clips, stride = task
     try:
-        clip, padded = decode_clip(path, num_frames, size, frames, short_videos, resize)
-        return clip, padded, ""
+        windows, padded = decode_windows(
+            path, num_frames, size, frames, short_videos, resize, clips, stride
+        )
+        return windows, padded, ""
     except VideoError as exc:
         return None, False, exc.reason
     except Exception as exc:
@@ -324,9 +326,18 @@ def decode_settings(data_cfg: dict[str, Any]) -> str:
 
     Every data key except those that only choose videos (so a decode key added later, such as
     a resize mode, is part of it without a change here), with defaults filled in, plus the
-    PyAV version (another FFmpeg may decode differently).
+    PyAV version (another FFmpeg may decode differently). ``clips_per_video`` and
+    ``frame_stride`` are part of it only when they differ from their defaults (1, null; a
+    stride of 0 is null): a cache built before they existed stays valid for the same clips.
     """
     settings = {k: v for k, v in data_cfg.items() if k not in _NOT_DECODE_KEYS}
+    clips, stride = window_settings(data_cfg)
+    settings.pop("clips_per_video", None)
+    settings.pop("frame_stride", None)
+    if clips != 1:
+        settings["clips_per_video"] = clips
+    if stride is not None:
+        settings["frame_stride"] = stride
     settings.update(
         num_frames=int(data_cfg.get("num_frames", 8)),
         size=int(data_cfg.get("size", 64)),
@@ -334,6 +345,16 @@ def decode_settings(data_cfg: dict[str, Any]) -> str:
         decoder=f"av {av.__version__}",
     )
     return json.dumps(settings, sort_keys=True, default=str)
+
+
+def clip_shape(data_cfg: dict[str, Any]) -> tuple[int, ...]:
+    """Shape of one video's entry in clips.npy: ``(T, S, S, 3)``, or ``(C, T, S, S, 3)`` when
+    ``data.clips_per_video`` C > 1 (so clips.npy is ``(N, T, S, S, 3)`` or ``(N, C, T, S, S, 3)``).
+    """
+    clips, _ = window_settings(data_cfg)
+    num_frames, size = int(data_cfg.get("num_frames", 8)), int(data_cfg.get("size", 64))
+    window = (num_frames, size, size, 3)
+    return window if clips == 1 else (clips, *window)
 
 
 def _identity(path: str) -> Identity | None:
@@ -429,6 +450,11 @@ def build_clip_cache(
 ) -> pd.DataFrame:
     """Decode every video of metadata.parquet once into clips.npy + clips.parquet.
 
+    clips.npy is ``(N, T, S, S, 3)``; with ``data.clips_per_video`` C > 1 it is
+    ``(N, C, T, S, S, 3)``: the C temporal windows of each video (:func:`fvc.video.window_indices`,
+    ``data.frame_stride``), decoded in one pass over the video. Row ``clip_row`` of
+    clips.parquet is the video either way; the disk cost is N * C * T * S * S * 3 bytes.
+
     Clips are streamed to disk as they arrive (``os.pwrite`` into a file created by
     ``open_memmap``; writing through a memory map would count every written page in the RSS),
     so memory stays flat however large the dataset. Videos that fail to decode are listed in
@@ -441,16 +467,20 @@ def build_clip_cache(
     decodes one. The result is byte-identical to a build from scratch. The returned index's
     ``attrs`` hold ``decoded`` and ``reused`` counts (also logged).
     """
+    try:
+        clips_per_video, frame_stride = window_settings(data_cfg)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     meta = pd.read_parquet(metadata_path)
     num_frames, size = int(data_cfg.get("num_frames", 8)), int(data_cfg.get("size", 64))
     short_videos = str(data_cfg.get("short_videos", "pad"))
     resize = str(data_cfg.get("resize", "letterbox"))  # letterbox | short_side_crop (issue 9)
     workers = max(1, min(int(workers), int(data_cfg.get("workers", workers))))
-    clip_shape = (num_frames, size, size, 3)
-    clip_bytes = int(np.prod(clip_shape))
-    tasks = [(p, int(f), num_frames, size, short_videos, resize)
+    entry_shape = clip_shape(data_cfg)  # one video: (T, S, S, 3) or (C, T, S, S, 3)
+    clip_bytes = int(np.prod(entry_shape))
+    tasks = [(p, int(f), num_frames, size, short_videos, resize, clips_per_video, frame_stride)
              for p, f in zip(meta["path"], meta["frames"], strict=True)]  # fmt: skip
-    cache = _DecodeCache(cache_dir, decode_settings(data_cfg), clip_shape)
+    cache = _DecodeCache(cache_dir, decode_settings(data_cfg), entry_shape)
     identities = [_identity(str(p)) for p in meta["path"]]
     hits = [cache.get(ident) for ident in identities]
     misses = [task for task, hit in zip(tasks, hits, strict=True) if hit is None]
@@ -461,7 +491,7 @@ def build_clip_cache(
     records: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out_clips))
-        offset = _npy_offset(tmp, (len(meta), *clip_shape))
+        offset = _npy_offset(tmp, (len(meta), *entry_shape))
         fh = stack.enter_context(open(tmp, "r+b"))
         src = stack.enter_context(open(cache.array, "rb")) if cache.array else None
         results = _ordered_map(_decode_one, misses, workers, "decode")
@@ -502,7 +532,7 @@ def build_clip_cache(
             )
         fh.close()
         if len(ok_rows) < len(meta):
-            _shrink_npy(tmp, offset, (len(ok_rows), *clip_shape), clip_bytes)
+            _shrink_npy(tmp, offset, (len(ok_rows), *entry_shape), clip_bytes)
     index = meta.iloc[ok_rows].reset_index(drop=True)
     index["clip_row"] = np.arange(len(ok_rows), dtype=np.int64)
     index["padded"] = np.array(padded_flags, dtype=bool)
@@ -514,7 +544,7 @@ def build_clip_cache(
     cache.save(out_clips, records)
     n_reused = len(meta) - len(misses)
     log.info("clip cache: %d clips %s (%d padded), %d failed to decode (%s)", len(index),
-             clip_shape, int(index["padded"].sum()), len(excluded),
+             entry_shape, int(index["padded"].sum()), len(excluded),
              _summary(e["reason"] for e in excluded))  # fmt: skip
     log.info("decoded %d video(s), reused %d unchanged from the previous run%s", len(misses),
              n_reused, "" if cache_dir else " (no cache)")  # fmt: skip

@@ -44,6 +44,7 @@ from fvc.datasets import (
     epoch_batches,
     load_fold,
     to_model_input,
+    video_scores,
 )
 from fvc.fold_state import (
     HISTORY_COLUMNS,
@@ -162,18 +163,20 @@ def evaluate(
     memlog: MemoryLog | None = None,
     norm: tuple[Any, Any] | None = None,
 ) -> tuple[float, np.ndarray, int]:
-    """Mean cross-entropy and P(fake) per clip, in ``data`` order.
+    """Mean cross-entropy (over all windows) and P(fake) per video, in ``data`` order.
 
-    Halves its batch on OOM (down to 1) and returns the batch size that worked, so the next
-    epoch starts there.
+    Every window of every video is scored (``data.clips_per_video``); a video's P(fake) is the
+    mean of its windows' (:func:`fvc.datasets.video_scores`). Halves its batch on OOM (down to
+    1) and returns the batch size that worked, so the next epoch starts there.
     """
     model.eval()
-    n = len(data)
+    items, windows = data.window_items()  # clips_per_video hook: every (video, window) pair
+    n = len(items)
     probs, loss_sum, i = np.empty(n, dtype=np.float64), 0.0, 0
     while i < n:
         error = None
         try:
-            x, y = data.get_batch(np.arange(i, min(n, i + batch_size)))
+            x, y = data.get_batch(items[i : i + batch_size], windows[i : i + batch_size])
             with autocast(device, amp):
                 logits = model(to_model_input(x, device, norm))
             logits = logits.float()
@@ -190,7 +193,7 @@ def evaluate(
         log.warning("OOM during evaluation (%s); eval batch -> %d", error, batch_size)
         if memlog is not None:
             memlog.event("eval_oom", error=error, eval_batch_size=batch_size)
-    return loss_sum / max(n, 1), probs, batch_size
+    return loss_sum / max(n, 1), video_scores(probs, items), batch_size
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -339,6 +342,7 @@ def _epochs(
         batches = epoch_batches(
             data.train.labels, tc["batch_size"], tc["seed"], fold, e, tc["sampler"]
         )
+        data.train.set_epoch(tc["seed"], fold, e)  # clips_per_video: this epoch's windows
         reason = train_one_epoch(
             run,
             data.train,

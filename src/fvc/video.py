@@ -9,6 +9,8 @@ callers can exclude a video with a readable reason instead of crashing the stage
   frames than the file holds), and decodes the first frame so an undecodable stream fails early.
 - :func:`decode_clip`: ``num_frames`` uniformly sampled frames, letterboxed to ``size x size`` RGB
   (or, with ``data.resize: short_side_crop``, short side scaled and centre-cropped).
+  :func:`decode_windows` decodes ``data.clips_per_video`` temporal windows of them in one pass
+  (frames :func:`window_indices`, ``data.frame_stride`` apart); ``decode_clip`` is its C = 1.
   It decodes sequentially and stops after the last needed frame; for long videos with sparse
   samples it seeks to the keyframe before a sample when that skips enough frames.
 
@@ -227,6 +229,55 @@ def sample_indices(n_frames: int, num_frames: int) -> np.ndarray:
     if n_frames <= 0:
         raise ValueError(f"n_frames must be positive, got {n_frames}")
     return ((np.arange(num_frames) + 0.5) * n_frames / num_frames).astype(np.int64)
+
+
+def window_settings(data_cfg: dict[str, Any]) -> tuple[int, int | None]:
+    """``(clips_per_video, frame_stride)`` from the ``data`` config, checked (one-line errors).
+
+    ``frame_stride`` null or 0 both mean "spread" and come back as None.
+    """
+    clips = data_cfg.get("clips_per_video", 1)
+    if clips is None:
+        clips = 1
+    if isinstance(clips, bool) or not isinstance(clips, int | np.integer) or clips < 1:
+        raise ValueError(f"data.clips_per_video must be an integer >= 1, got {clips!r}")
+    stride = data_cfg.get("frame_stride")
+    if stride is not None and (
+        isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 0
+    ):
+        raise ValueError(f"data.frame_stride must be null or an integer >= 0, got {stride!r}")
+    return int(clips), (int(stride) or None) if stride is not None else None
+
+
+def window_indices(
+    n_frames: int, num_frames: int, clips_per_video: int = 1, frame_stride: int | None = None
+) -> np.ndarray:
+    """Frame indices of ``clips_per_video`` (C) temporal windows of ``num_frames`` (T): (C, T).
+
+    ``frame_stride`` null/0 (spread): the video is cut into C equal segments and window c holds
+    T frames spread uniformly over segment c, i.e. ``sample_indices(n_frames, C * T)`` cut into
+    C rows; with C = 1 this is the whole-video sampling of :func:`sample_indices`. Frames repeat
+    when the video has fewer than C * T frames.
+
+    ``frame_stride`` s >= 1: each window holds T frames s apart (it spans ``(T - 1) * s + 1``
+    frames); window c is centred on the centre of segment c (C = 1: the middle of the video),
+    moved inside the video at its ends. A video shorter than the span gets the largest stride
+    that fits (at least 1, so the windows then overlap); one shorter than T frames falls back to
+    :func:`sample_indices` (frames repeat) for every window.
+    """
+    if n_frames <= 0:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    c, t = int(clips_per_video), int(num_frames)
+    if not frame_stride:
+        return sample_indices(n_frames, c * t).reshape(c, t)
+    if n_frames < t:
+        return np.tile(sample_indices(n_frames, t), (c, 1))
+    stride = min(int(frame_stride), (n_frames - 1) // max(t - 1, 1))
+    span = (t - 1) * stride + 1
+    # start of window k: centre of segment k minus half the span, in integers, inside the video
+    starts = ((2 * np.arange(c) + 1) * n_frames - c * span) // (2 * c)
+    starts = np.clip(starts, 0, n_frames - span)
+    return (starts[:, None] + stride * np.arange(t)[None, :]).astype(np.int64)
 
 
 def _letterbox_geometry(frame: av.VideoFrame, size: int, sar: float) -> tuple[int, int, int]:
@@ -453,6 +504,29 @@ def decode_clip(
     ``padded`` is True when the video had fewer than ``num_frames`` frames and frames were
     repeated. With ``short_videos="exclude"`` such a video raises :class:`VideoError` instead.
     Decoding that ends before the last sampled frame raises ``VideoError("truncated: ...")``.
+    This is :func:`decode_windows` with one window spread over the whole video.
+    """
+    windows, padded = decode_windows(path, num_frames, size, frames_hint, short_videos, resize)
+    return windows[0], padded
+
+
+def decode_windows(
+    path: str | os.PathLike[str],
+    num_frames: int,
+    size: int,
+    frames_hint: int | None = None,
+    short_videos: str = "pad",
+    resize: str = "letterbox",
+    clips_per_video: int = 1,
+    frame_stride: int | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Decode ``clips_per_video`` windows (:func:`window_indices`) as uint8 ``(C, T, S, S, 3)``.
+
+    Every needed frame is decoded once, however many windows share it, in one pass (with the
+    same seeking as :func:`decode_clip`, whose conversions it uses). ``padded`` is True when a
+    window shows a frame twice (the video is too short for the windows; with C = 1 and no
+    stride: fewer than ``num_frames`` frames); with ``short_videos="exclude"`` such a video
+    raises ``VideoError("too short: ...")`` instead.
     """
     if short_videos not in ("pad", "exclude"):
         raise ValueError(f"short_videos must be 'pad' or 'exclude', got {short_videos!r}")
@@ -467,11 +541,16 @@ def decode_clip(
             n_frames = len(packets)
         if n_frames <= 0:
             raise VideoError(path, "no video frames")
-        padded = n_frames < num_frames
+        indices = window_indices(n_frames, num_frames, clips_per_video, frame_stride)
+        padded = any(len(set(w)) < len(w) for w in indices.tolist())
         if padded and short_videos == "exclude":
-            raise VideoError(path, f"too short: {n_frames} frames < num_frames={num_frames}")
-        indices = sample_indices(n_frames, num_frames)
-        wanted = sorted(set(indices.tolist()))
+            if clips_per_video == 1 and not frame_stride:
+                need = f"num_frames={num_frames}"
+            else:
+                need = (f"{clips_per_video} window(s) of num_frames={num_frames} without "
+                        f"repeating a frame")  # fmt: skip
+            raise VideoError(path, f"too short: {n_frames} frames < {need}")
+        wanted = sorted(set(indices.ravel().tolist()))
         got = None
         if n_frames >= SEEK_MIN_FRAMES and len(wanted) * SEEK_MIN_SKIP * 2 < n_frames:
             with _open(path) as container:
@@ -490,4 +569,5 @@ def decode_clip(
                 )
             if len(got) < len(wanted):
                 raise VideoError(path, f"truncated: decoded {decoded} of {n_frames} frames")
-    return np.stack([got[i] for i in indices.tolist()]), padded
+    flat = np.stack([got[i] for i in indices.ravel().tolist()])
+    return flat.reshape(*indices.shape, *flat.shape[1:]), padded

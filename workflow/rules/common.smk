@@ -92,9 +92,17 @@ def load_params():
 
 
 def decode_params():
-    """The data keys that decide the decoded clips."""
+    """The data keys that decide the decoded clips. clips_per_video and frame_stride only when
+    they differ from their defaults (1, null/0), so a run made before they existed is not
+    decoded again (the params of a finished preprocess job stay the same).
+    """
     keys = ("num_frames", "size", "short_videos", "resize")
-    return {k: config["data"][k] for k in keys}
+    params = {k: config["data"][k] for k in keys}
+    if config["data"]["clips_per_video"] != 1:
+        params["clips_per_video"] = config["data"]["clips_per_video"]
+    if config["data"]["frame_stride"]:
+        params["frame_stride"] = config["data"]["frame_stride"]
+    return params
 
 
 def get_fold_outputs(name):

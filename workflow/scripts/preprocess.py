@@ -1,7 +1,8 @@
 """Rule `preprocess`: decode every usable video once -> clips.npy, clips.parquet, decode_excluded.
 
 input: metadata (metadata.parquet); output: clips, index, excluded; params: data (num_frames,
-size, short_videos; an optional `workers` caps the processes), cache (folder of the previous
+size, short_videos, resize, clips_per_video and frame_stride when not default; an optional
+`workers` caps the processes), cache (folder of the previous
 run's clips: unchanged videos are not decoded again), optional min_per_class (int);
 threads: decoder processes.
 """
