@@ -31,22 +31,29 @@ def write_synthetic_inputs(
     n_folds: int = 2,
     aug_copies: int = 1,
     seed: int = 0,
+    clips_per_video: int = 1,
 ) -> dict[str, Any]:
     """Write tiny upstream artifacts (docs/artifacts.md formats) with a learnable signal.
 
     Fake clips (label 1) carry a bright square whose position moves between frames; real clips
-    are smooth noise. Used by tests and ``bench/``; returns the paths per fold.
+    are smooth noise. With ``clips_per_video`` C > 1, clips.npy is ``(N, C, T, S, S, 3)`` (C
+    windows per video, each drawn like a clip) and the augmented copies come from window 0.
+    Used by tests and ``bench/``; returns the paths per fold.
     """
     root = Path(root)
     (root / "data").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     labels = np.arange(n_videos) % 2
-    clips = rng.integers(40, 140, size=(n_videos, frames, size, size, 3), dtype=np.uint8)
+    c = int(clips_per_video)
+    shape = (n_videos, frames, size, size, 3) if c == 1 else (n_videos, c, frames, size, size, 3)
+    clips = rng.integers(40, 140, size=shape, dtype=np.uint8)
+    windows = clips[:, None] if c == 1 else clips  # a view: (N, C, T, S, S, 3)
     q = max(2, size // 4)
     for i in np.flatnonzero(labels):
-        for t in range(frames):
-            y0, x0 = rng.integers(0, size - q, size=2)
-            clips[i, t, y0 : y0 + q, x0 : x0 + q] = 230
+        for w in range(c):
+            for t in range(frames):
+                y0, x0 = rng.integers(0, size - q, size=2)
+                windows[i, w, t, y0 : y0 + q, x0 : x0 + q] = 230
     _save_npy(root / "data" / "clips.npy", clips)
     ids = [f"v{i + 1:05d}" for i in range(n_videos)]
     meta = pd.DataFrame(
@@ -77,7 +84,8 @@ def write_synthetic_inputs(
         d.mkdir(parents=True, exist_ok=True)
         tr = splits[splits["fold"] != k]
         rows = np.repeat(tr["clip_row"].to_numpy(), aug_copies)
-        aug = clips[rows][:, :, :, ::-1] if len(rows) else np.zeros((0, *clips.shape[1:]), "u1")
+        first = windows[:, 0]  # augmented copies hold one window (fvc.augment)
+        aug = first[rows][:, :, :, ::-1] if len(rows) else np.zeros((0, *first.shape[1:]), "u1")
         _save_npy(d / "clips.npy", np.ascontiguousarray(aug))
         man = pd.DataFrame(
             {
@@ -85,6 +93,7 @@ def write_synthetic_inputs(
                 "video_id": np.repeat(tr["video_id"].to_numpy(), aug_copies),
                 "clip_row": rows,
                 "copy": np.tile(np.arange(aug_copies), len(tr)),
+                "window": np.zeros(len(rows), dtype=np.int64),
                 "label": np.repeat(tr["label"].to_numpy(), aug_copies),
                 "ops": "flip",
             }

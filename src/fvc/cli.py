@@ -2,8 +2,12 @@
 
 ``fvc train ...`` trains one fold (:func:`fvc.train.run_fold`, the train rule's function, same
 artifacts), so the fault tests can SIGKILL, signal or memory-limit a real training process; the
-exit status is 0 when the fold is done, :data:`fvc.train.EXIT_RESUMABLE` after a deliberate stop
-and 2 for a configuration error. Also ``python -m fvc.cli train ...``.
+exit status is 0 when the fold is done, :data:`fvc.train.EXIT_RESUMABLE` after a deliberate stop,
+1 when ``model.weights`` cannot be used and 2 for a configuration error. Also
+``python -m fvc.cli train ...``.
+
+``fvc predict runs/<exp> a.mp4 ...`` scores a few files with the trained fold models
+(:func:`fvc.predict.predict_main`, which parses its own arguments).
 """
 
 from __future__ import annotations
@@ -54,11 +58,26 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="overrides train.device: auto, cpu, cuda or cuda:N")
     t.add_argument("--log", help="log file (appended) besides stderr")
     t.set_defaults(func=_train)
+    pr = sub.add_parser(
+        "predict",
+        help="P(fake) of a few videos with a run's fold models (fvc predict -h)",
+        add_help=False,
+    )
+    pr.set_defaults(func=_predict)
     return p
 
 
+def _predict(a: argparse.Namespace) -> int:
+    from fvc.predict import predict_main
+
+    return predict_main(a.args)
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    a = parser().parse_args(args[:1] if args[:1] == ["predict"] else args)
+    if a.command == "predict":  # predict_main parses (and documents) its own arguments
+        a.args = args[1:]
     return a.func(a)
 
 

@@ -30,6 +30,7 @@ from fvc.datasets import FoldData, InputNorm, class_weights
 from fvc.io import atomic_path, write_json, write_parquet, write_text
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.metrics import binary_metrics, is_better
+from fvc.models import param_groups, warmup_scheduler
 from fvc.schema import ConfigError, check_section
 
 log = logging.getLogger("fvc.train")  # one logger name for the whole training of a fold
@@ -140,7 +141,13 @@ def flush_loss(run: Run) -> None:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]) -> Any:
-    """Per-epoch LR schedule: none, step (x0.1 every third of the epochs) or cosine."""
+    """Per-epoch LR schedule: none, step (x0.1 every third of the epochs) or cosine.
+
+    With ``train.warmup_epochs`` > 0: linear warm-up, then the schedule over the remaining
+    epochs (:func:`fvc.models.warmup_scheduler`).
+    """
+    if train_cfg.get("warmup_epochs"):
+        return warmup_scheduler(optimizer, train_cfg)
     kind, epochs = train_cfg["scheduler"], train_cfg["epochs"]
     if kind == "none":
         return None
@@ -179,7 +186,10 @@ def new_run(
     CI runs the scaler path; bf16 needs none), class weights from the training ``labels``; the
     micro-batch starts at ``micro_batch_size`` (default and maximum: the batch size).
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    # one group, or head + backbone at lr * train.backbone_lr_scale (fvc.models.param_groups)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, tc), lr=tc["lr"], weight_decay=tc["weight_decay"]
+    )
     precision, bs = resolve_precision(tc["precision"], device), tc["batch_size"]
     return Run(
         model=model,

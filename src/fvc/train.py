@@ -34,6 +34,7 @@ from fvc.datasets import (
     input_norm,
     load_fold,
     to_model_input,
+    video_scores,
 )
 from fvc.devices import claim_gpu_slot, pick_device
 from fvc.fold_state import (
@@ -50,7 +51,15 @@ from fvc.fold_state import (
     restore_checkpoint,
 )
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
-from fvc.models import build_model, count_parameters
+from fvc.models import (
+    WeightsError,
+    backbone_frozen,
+    build_model,
+    count_parameters,
+    fetch_weights,
+    input_normalization,
+    set_backbone_frozen,
+)
 from fvc.schema import ConfigError
 from fvc.step import Rollback, StepStateLost, autocast, robust_step
 
@@ -140,21 +149,24 @@ def evaluate(
     precision: str = "off",
     memlog: MemoryLog | None = None,
 ) -> tuple[float, np.ndarray, int]:
-    """Mean cross-entropy and P(fake) per clip, in ``data`` order.
+    """Mean cross-entropy (over all windows) and P(fake) per video, in ``data`` order.
 
-    Halves its batch on OOM (down to 1) and returns the batch size that worked, so the next
-    epoch starts there. Results stay on the device until the end (one sync).
+    Every window of every video is scored (``data.clips_per_video``); a video's P(fake) is the
+    mean of its windows' (:func:`fvc.datasets.video_scores`). Halves its batch on OOM (down to
+    1) and returns the batch size that worked, so the next epoch starts there. Results stay on
+    the device until the end (one sync).
     """
     model.eval()
     device = norm.mean.device
-    n = len(data)
+    items, windows = data.window_items()  # clips_per_video hook: every (video, window) pair
+    n = len(items)
     probs = torch.empty(n, dtype=torch.float32, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     i = 0
     while i < n:
         error = None
         try:
-            x, y = data.get_batch(np.arange(i, min(n, i + batch_size)))
+            x, y = data.get_batch(items[i : i + batch_size], windows[i : i + batch_size])
             with autocast(device, precision):
                 logits = model(to_model_input(x, norm))
             logits = logits.float()
@@ -172,7 +184,8 @@ def evaluate(
         log.warning("OOM during evaluation (%s); eval batch -> %d", error, batch_size)
         if memlog is not None:
             memlog.event("eval_oom", error=error, eval_batch_size=batch_size)
-    return float(loss_sum) / max(n, 1), probs.double().cpu().numpy(), batch_size
+    probs_np = probs.double().cpu().numpy()
+    return float(loss_sum) / max(n, 1), video_scores(probs_np, items), batch_size
 
 
 def end_epoch(run: Run, e: int, data: FoldData, tc: dict[str, Any]) -> tuple[dict, bool]:
@@ -220,6 +233,9 @@ def fit_fold(
     optimizer update (without saving the half-updated state).
     """
     model_cfg, tc = fold_config(model_cfg, train_cfg)
+    # model.weights first: an offline node without cached torchvision weights (or a missing
+    # file) stops here with one line (WeightsError), before anything is written
+    weights_file = fetch_weights(model_cfg)
     policy = MemoryPolicy.from_config(memory_cfg)
     # handlers first: a signal during set-up must still end in a checkpoint, not a dead process
     with ckpt.StopControl(runtime_min, tc["time_margin_s"], started_at) as stop:
@@ -231,9 +247,7 @@ def fit_fold(
             torch.backends.cudnn.benchmark = True  # clip shapes are fixed within a fold
         ckpt_dir = Path(checkpoint_dir)
         data = load_fold(**dataclasses.asdict(inputs), fold=fold)
-        files = dataclasses.asdict(inputs) | (
-            {"weights": model_cfg["weights"]} if model_cfg["weights"] else {}
-        )
+        files = dataclasses.asdict(inputs) | ({"weights": weights_file} if weights_file else {})
         fp = ckpt.fingerprint(fold, model_cfg, tc, files)
         seed = int(np.random.SeedSequence([tc["seed"], fold]).generate_state(1)[0])
         torch.manual_seed(seed)
@@ -242,7 +256,8 @@ def fit_fold(
         decision = ckpt.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
         log.info(f"fold {fold}: {decision.reason}")
         memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
-        norm = input_norm(dev)
+        # the input mean/std of model.weights (torchvision weights' own), on the device once
+        norm = input_norm(dev, *input_normalization(model_cfg))
         run = new_run(model, tc, dev, data.train.labels, policy, memlog, norm, micro_batch_size)
         if decision.state is not None:
             restore_checkpoint(run, decision.state)
@@ -328,9 +343,13 @@ def _epochs(
     pos, policy, ckpt_dir = run.pos, run.policy, checkpointer.dir
     while pos.epoch < tc["epochs"] and not pos.stopped_early:
         e = pos.epoch + 1
+        # a function of the epoch: a resumed run freezes exactly as the interrupted one did
+        if tc["freeze_backbone_epochs"]:
+            set_backbone_frozen(run.model, backbone_frozen(tc, e))
         batches = epoch_batches(
             data.train.labels, tc["batch_size"], tc["seed"], fold, e, tc["sampler"]
         )
+        data.train.set_epoch(tc["seed"], fold, e)  # clips_per_video: this epoch's windows
         reason = train_one_epoch(run, data.train, batches, stop, checkpointer, tc["num_workers"])
         if reason:
             checkpointer.save()
@@ -385,6 +404,9 @@ def run_fold(*args: Any, **kwargs: Any) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except WeightsError as exc:  # one line (URL and where to put the file), nothing written
+        log.error("%s", exc)
+        return 1
     finally:
         aggressive_gc()
     return 0

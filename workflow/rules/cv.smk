@@ -17,6 +17,7 @@ rule split:
         "../../envs/data.yaml"
     params:
         cv=config["cv"],
+        previous=f"{get_cache_dir('split')}/splits.parquet",
     script:
         "../scripts/split.py"
 
