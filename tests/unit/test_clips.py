@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import fvc.video as video
+from bench.synthetic import write_synthetic_inputs
 from fvc import checkpoint as ckpt
 from fvc.augment import augment_fold, copy_window
 from fvc.data import (
@@ -30,14 +31,15 @@ from fvc.data import (
 from fvc.datasets import (
     epoch_batches,
     epoch_windows,
+    input_norm,
     load_fold,
     open_clips,
     to_model_input,
     video_scores,
-    write_synthetic_inputs,
 )
+from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.models import build_model
-from fvc.train import FoldInputs, FoldOutputs, TrainingInterrupted, evaluate, fit_fold
+from fvc.train import TrainingInterrupted, evaluate, fit_fold
 from fvc.video import (
     VideoError,
     decode_clip,
@@ -301,12 +303,12 @@ def _same_weights(a: dict, b: dict) -> bool:
 def _manual_probs(model: torch.nn.Module, clips: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """P(fake) of every window of ``rows``, one forward pass per window: (len(rows), C)."""
     model.eval()
-    out = np.empty((len(rows), clips.shape[1]))
+    out, norm = np.empty((len(rows), clips.shape[1])), input_norm("cpu")
     with torch.no_grad():
         for i, r in enumerate(rows):
             for w in range(clips.shape[1]):
                 x = torch.from_numpy(np.array(clips[r, w]))[None]
-                out[i, w] = float(torch.softmax(model(to_model_input(x, "cpu")), 1)[0, 1])
+                out[i, w] = float(torch.softmax(model(to_model_input(x, norm)), 1)[0, 1])
     return out
 
 
@@ -328,7 +330,7 @@ def test_evaluation_averages_the_windows_of_each_video(windowed: dict) -> None:
     data = load_fold(**vars(_inputs(windowed)), fold=0)
     torch.manual_seed(0)
     model = build_model(MODEL)
-    loss, probs, _ = evaluate(model, data.val, torch.device("cpu"), batch_size=5)
+    loss, probs, _ = evaluate(model, data.val, input_norm("cpu"), batch_size=5)
     assert probs.shape == (len(data.val),)  # one score per video
     per_window = _manual_probs(model, np.load(windowed["clips"]), data.val.rows)
     assert np.allclose(probs, per_window.mean(axis=1), rtol=0, atol=1e-6)

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+from bench.synthetic import write_synthetic_inputs
 from fvc.data import build_clip_cache
-from fvc.datasets import write_synthetic_inputs
 from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.formats import DataError, read_metadata_source
 from fvc.metrics import binary_metrics

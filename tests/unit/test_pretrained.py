@@ -21,9 +21,10 @@ import pytest
 import torch
 from torchvision.models import video as tv_video
 
+from bench.synthetic import write_synthetic_inputs
 from fvc import checkpoint as ckpt
-from fvc.datasets import MEAN, STD, to_model_input, write_synthetic_inputs
-from fvc.fold_state import make_scheduler, new_run
+from fvc.datasets import MEAN, STD, input_norm, to_model_input
+from fvc.fold_state import FoldInputs, FoldOutputs, make_scheduler, new_run
 from fvc.memory import MemoryPolicy
 from fvc.models import (
     WeightsError,
@@ -38,7 +39,7 @@ from fvc.models import (
     torchvision_weights,
     weights_cache_path,
 )
-from fvc.train import FoldInputs, FoldOutputs, TrainingInterrupted, fit_fold, run_fold
+from fvc.train import TrainingInterrupted, fit_fold, run_fold
 
 R3D_URL = "https://download.pytorch.org/models/r3d_18-b3b3357e.pth"
 R3D_FILE = "r3d_18-b3b3357e.pth"
@@ -137,7 +138,7 @@ def test_normalisation_comes_from_the_weights_transforms() -> None:
     assert mean == pytest.approx(tuple(preset.mean)) and std == pytest.approx(tuple(preset.std))
     assert input_normalization({"name": "small3d", "weights": None}) == (MEAN, STD)
     x = torch.full((1, 2, 4, 4, 3), 255, dtype=torch.uint8)
-    out = to_model_input(x, "cpu", ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0)))
+    out = to_model_input(x, input_norm("cpu", (0.5, 0.5, 0.5), (0.25, 0.5, 1.0)))
     assert out.shape == (1, 3, 2, 4, 4)
     assert out[0, :, 0, 0, 0].tolist() == [2.0, 1.0, 0.5]
 
@@ -236,11 +237,11 @@ def test_frozen_backbone_does_not_change_in_the_first_epochs_and_does_after(
 
 def test_backbone_lr_is_lr_times_scale_and_off_is_one_group() -> None:
     model = build_model({"name": "r3d_18"})
-    tc = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 4, "use_amp": False,
+    tc = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 4, "precision": "off",
           "class_weights": "none", "scheduler": "cosine", "epochs": 3}  # fmt: skip
     labels = np.array([0, 1])
     run = new_run(model, {**tc, "backbone_lr_scale": 0.1}, torch.device("cpu"), labels,
-                  MemoryPolicy.from_config({}), None)  # fmt: skip
+                  MemoryPolicy.from_config({}), None, input_norm("cpu"))  # fmt: skip
     head, backbone = run.optimizer.param_groups
     assert head["lr"] == pytest.approx(0.01) and backbone["lr"] == pytest.approx(0.001)
     assert {id(p) for p in head["params"]} == {id(p) for p in model.fc.parameters()}
