@@ -36,6 +36,8 @@ MEMORY_MARKERS = {
     "retry": ("o", "tab:orange"),
     "batch_size": ("v", "tab:purple"),
     "skip": ("s", "black"),
+    # OOM inside the optimizer/scaler update: the attempt stopped, the rerun resumed
+    "step_state_lost": ("X", "darkred"),
 }
 
 
