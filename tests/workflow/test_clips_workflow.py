@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fvc.datasets import to_model_input
+from fvc.datasets import input_norm, to_model_input
 from fvc.models import build_model
 from fvc.video import decode_windows
 from tests.workflow.helpers import make_project, planned_jobs, snakemake
@@ -55,7 +55,7 @@ def test_two_windows_per_video_through_the_workflow(tmp_path: Path) -> None:
         model.eval()
         with torch.no_grad():
             x = torch.from_numpy(np.array(clips[val["clip_row"].to_numpy()]))  # (V, 2, T, S, S, 3)
-            logits = model(to_model_input(x.flatten(0, 1), "cpu"))
+            logits = model(to_model_input(x.flatten(0, 1), input_norm("cpu")))
             per_window = torch.softmax(logits, 1)[:, 1].double().view(len(val), 2).numpy()
         assert np.allclose(pred["prob_fake"], per_window.mean(axis=1), rtol=0, atol=1e-6)
     summary = pd.read_feather(run / "kfold_results.feather")
