@@ -110,14 +110,15 @@ def decode_params():
     return params
 
 
-def result_params(section):
-    """The keys of config `section` that change results: keys marked x-operational in the schema
-    (workers, checkpoint cadence, device, GC cadence) are left out, so that changing one does not
-    rerun finished jobs; scripts read those from snakemake.config."""
+def non_operational(section, values=None):
+    """The keys of config `section` (or of `values`, e.g. a variant's section) that change
+    results: keys marked x-operational in the schema (workers, checkpoint cadence, device, GC
+    cadence) are left out, so that changing one does not rerun finished jobs; scripts read those
+    from snakemake.config. (Not results_params(): the cv keys of the results rules.)"""
     props = _SCHEMA["properties"][section]["properties"]
     return {
         k: v
-        for k, v in config[section].items()
+        for k, v in (config[section] if values is None else values).items()
         if not props.get(k, {}).get("x-operational")
     }
 

@@ -32,8 +32,8 @@ rule train:
         # e.g. train.num_workers) neither reruns a finished fold nor restarts a running one
         fold="{fold}",
         model=config["model"],
-        train=result_params("train"),
-        memory=result_params("memory"),
+        train=non_operational("train"),
+        memory=non_operational("memory"),
         checkpoint_dir=f"{RUN}/checkpoints/fold_{{fold}}",
     script:
         "../scripts/train.py"
