@@ -71,6 +71,19 @@ def get_fold_outputs(name):
     return expand(f"{RUN}/fold_{{fold}}/{name}", fold=FOLDS)
 
 
+def get_refit_inputs(wildcards):
+    """The final model's inputs: the decoded clips, every usable video (splits), their
+    augmented copies and every fold's metrics.json (for the median best epoch)."""
+    return {
+        "clips": rules.preprocess.output.clips,
+        "index": rules.preprocess.output.index,
+        "splits": rules.split.output.splits,
+        "aug_clips": rules.augment_final.output.clips,
+        "aug_manifest": rules.augment_final.output.manifest,
+        "metrics": get_fold_outputs("metrics.json"),
+    }
+
+
 def get_final_outputs():
     """The targets of the all rule, per-fold results included, so that a deleted fold output
     is regenerated (Snakemake skips missing intermediates whose consumers are up to date).
