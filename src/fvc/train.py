@@ -261,7 +261,9 @@ def fit_fold(
         files = dataclasses.asdict(inputs) | (
             {"weights": model_cfg["weights"]} if model_cfg["weights"] else {}
         )
-        fp = ckpt.fingerprint(_stream(fold), model_cfg, tc, files)
+        # a changed epoch limit must not resume past it (a fold's fingerprint is unchanged)
+        limit = {"stop_after_epochs": epochs} if epochs else {}
+        fp = ckpt.fingerprint(_stream(fold), model_cfg, tc | limit, files)
         seed = int(np.random.SeedSequence([tc["seed"], _stream(fold)]).generate_state(1)[0])
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -313,10 +315,12 @@ def fit_fold(
             else:
                 metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"], ckpt_dir)
             checkpointer.save(complete=True)
-            best = f"{tc['best_metric']} {pos.best['value']:.4f}" if fold is not None else "no val"
-            log.info(
-                f"{_name(fold)} done: best epoch {pos.best['epoch']}, {best}; {memlog.summary()}"
+            done = (
+                f"best epoch {pos.best['epoch']}, {tc['best_metric']} {pos.best['value']:.4f}"
+                if fold is not None
+                else f"{pos.epoch} epochs, the last one's weights (no validation)"
             )
+            log.info(f"{_name(fold)} done: {done}; {memlog.summary()}")
             return metrics
         except TrainingInterrupted as exc:
             at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch}

@@ -239,3 +239,20 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_identical_weights(inputs, refer
     assert len(starts) == 2 and starts[1]["resumed"]
     assert (starts[1]["epoch"], starts[1]["batch"]) >= (0, 4)
     assert_same_weights(load_final(tmp_path)["model_state"], load_final(reference)["model_state"])
+
+
+def test_fewer_epochs_after_a_stop_start_fresh_not_past_the_limit(inputs, tmp_path) -> None:
+    # stopped inside epoch 1 of 2; then the folds say 1 epoch: the checkpoint (trained for a
+    # 2-epoch refit) is not resumed, the final model is a clean 1-epoch run
+    code = run_refit(
+        inputs, tmp_path, train={"time_margin_s": 30}, runtime_min=1.0,
+        started_at=time.time() - 30,
+    )  # fmt: skip
+    assert code == EXIT_RESUMABLE
+    assert run_refit(inputs, tmp_path, best_epochs=(1, 1, 2)) == 0
+    events = [json.loads(x) for x in (tmp_path / "final/memory.jsonl").read_text().splitlines()]
+    assert [e for e in events if e["event"] == "stage_start"][-1]["resumed"] is False
+    assert load_final(tmp_path)["epoch"] == 1
+    clean = tmp_path / "clean"
+    assert run_refit(inputs, clean, best_epochs=(1, 1, 2)) == 0
+    assert_same_weights(load_final(tmp_path)["model_state"], load_final(clean)["model_state"])
