@@ -1,6 +1,7 @@
 # Real/fake video classification with stratified K-fold cross-validation.
 # Stages: make_demo (only without metadata) -> load_data -> preprocess -> split
 #         -> augment (per fold) -> train (per fold) -> aggregate -> plots, memory_plot, benchmarks.
+# Not built by default: `snakemake refit` (the final model, runs/<exp>/final/model.pt).
 # Usage: `snakemake --cores all` (see README.md); `snakemake -n` lists what is left to do.
 
 from snakemake.utils import min_version
@@ -20,6 +21,7 @@ include: "workflow/rules/cv.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/refit.smk"
 
 
 # Trivial rules run inside the main Snakemake process, also on a cluster (no submit latency).

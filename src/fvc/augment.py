@@ -107,13 +107,14 @@ class AugmentConfig:
         return float(getattr(self, f"p_{op}"))
 
 
-def derive_seed(seed: int, fold: int, video_id: str, copy: int) -> int:
+def derive_seed(seed: int, fold: int | None, video_id: str, copy: int) -> int:
     """Seed of one copy: SHA-256 of the tuple, stable across processes, machines and orders."""
-    key = f"fvc-augment\x1f{int(seed)}\x1f{int(fold)}\x1f{video_id}\x1f{int(copy)}".encode()
+    stream = "final" if fold is None else int(fold)  # fold None: the final model's copies
+    key = f"fvc-augment\x1f{int(seed)}\x1f{stream}\x1f{video_id}\x1f{int(copy)}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
 
 
-def copy_window(seed: int, fold: int, video_id: str, copy: int, n_windows: int) -> int:
+def copy_window(seed: int, fold: int | None, video_id: str, copy: int, n_windows: int) -> int:
     """The window (0..n_windows-1) that copy ``copy`` of a video augments.
 
     ``(start + copy) % n_windows`` with ``start`` from SHA-256 of ``(seed, fold, video_id)``:
@@ -122,7 +123,8 @@ def copy_window(seed: int, fold: int, video_id: str, copy: int, n_windows: int) 
     """
     if n_windows <= 1:
         return 0
-    key = f"fvc-augment-window\x1f{int(seed)}\x1f{int(fold)}\x1f{video_id}".encode()
+    stream = "final" if fold is None else int(fold)  # fold None: the final model's copies
+    key = f"fvc-augment-window\x1f{int(seed)}\x1f{stream}\x1f{video_id}".encode()
     start = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
     return (start + int(copy)) % int(n_windows)
 
@@ -269,19 +271,22 @@ def augment_clip(clip: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.nd
     return out, "+".join(applied) or "none"
 
 
-def _train_rows(splits_path: Path, fold: int, n_clips: int) -> pd.DataFrame:
-    """Training rows of ``fold`` sorted by video_id (so the output ignores the row order)."""
+def _train_rows(splits_path: Path, fold: int | None, n_clips: int) -> pd.DataFrame:
+    """Training rows of ``fold`` sorted by video_id (so the output ignores the row order);
+    ``fold=None``: every row (the final model's training set, :mod:`fvc.refit`)."""
     splits = pd.read_parquet(splits_path)
     missing = [c for c in _SPLITS_COLUMNS if c not in splits.columns]
     if missing:
         raise ValueError(f"{splits_path}: missing column(s) {missing}")
     folds = sorted(int(f) for f in pd.unique(splits["fold"]))
-    if isinstance(fold, bool) or not isinstance(fold, int | np.integer) or fold not in folds:
+    bad_fold = isinstance(fold, bool) or not isinstance(fold, int | np.integer) or fold not in folds
+    if fold is not None and bad_fold:
         raise ValueError(f"{splits_path}: fold {fold!r} does not exist; folds present: {folds}")
     dup = splits["video_id"][splits["video_id"].duplicated()]
     if len(dup):
         raise ValueError(f"{splits_path}: duplicated video_id {dup.iloc[0]!r}")
-    train = splits[splits["fold"] != fold].sort_values("video_id", kind="stable")
+    train = splits if fold is None else splits[splits["fold"] != fold]
+    train = train.sort_values("video_id", kind="stable")
     bad = train[(train["clip_row"] < 0) | (train["clip_row"] >= n_clips)]
     if len(bad):
         row = bad.iloc[0]
@@ -302,13 +307,15 @@ def _manifest(records: list[dict[str, Any]]) -> pd.DataFrame:
 def augment_fold(
     clips_path: str | os.PathLike[str],
     splits_path: str | os.PathLike[str],
-    fold: int,
+    fold: int | None,
     out_clips: str | os.PathLike[str],
     out_manifest: str | os.PathLike[str],
     augment_cfg: Mapping[str, Any],
     threads: int | None = None,
 ) -> pd.DataFrame:
     """Write ``copies`` augmented versions of fold ``fold``'s training videos; return the manifest.
+
+    ``fold=None``: of every video (the final model's training set, :mod:`fvc.refit`).
 
     ``out_clips`` is uint8 (M, T, S, S, 3) with M = n_train * copies (0 is fine) in manifest
     order: video_id ascending, then copy. ``clips_path`` is ``(N, T, S, S, 3)`` or, with C
@@ -332,7 +339,7 @@ def augment_fold(
     train = _train_rows(splits_path, fold, clips.shape[0])
     n_out = len(train) * cfg.copies
     log.info(
-        "fold %d: %d training videos x %d copies = %d clips (validation videos untouched)",
+        "fold %s: %d training videos x %d copies = %d clips (validation videos untouched)",
         fold,
         len(train),
         cfg.copies,
@@ -346,7 +353,7 @@ def augment_fold(
         )
         for n_done, row in enumerate(train.itertuples(index=False)):
             if n_done and n_done % 100 == 0:
-                log.info("fold %d: %d / %d videos augmented", fold, n_done, len(train))
+                log.info("fold %s: %d / %d videos augmented", fold, n_done, len(train))
             entry = clips[int(row.clip_row)]  # (T, S, S, 3) or (C, T, S, S, 3)
             for copy in range(cfg.copies):
                 window = copy_window(cfg.seed, fold, str(row.video_id), copy, n_windows)
@@ -372,7 +379,7 @@ def augment_fold(
         manifest = _manifest(records)
         write_parquet(out_manifest, manifest)
     log.info(
-        "fold %d: wrote %s and %s; ops: %s",
+        "fold %s: wrote %s and %s; ops: %s",
         fold,
         out_clips,
         out_manifest,

@@ -209,9 +209,13 @@ def load_fold(
     splits: str | os.PathLike[str],
     aug_clips: str | os.PathLike[str],
     aug_manifest: str | os.PathLike[str],
-    fold: int,
+    fold: int | None,
 ) -> FoldData:
-    """Assemble fold ``fold``'s datasets from the upstream artifacts, checking they fit together."""
+    """Assemble fold ``fold``'s datasets from the upstream artifacts, checking they fit together.
+
+    ``fold=None`` (the final model, :mod:`fvc.refit`): every row of ``splits`` trains, no
+    validation set (``val`` is empty).
+    """
     main = open_clips(clips)
     n_index = len(pd.read_parquet(index, columns=["clip_row"]))
     if n_index != main.shape[0]:
@@ -223,7 +227,7 @@ def load_fold(
             f"{splits}: {_row(sp, bad_row)} has clip_row {sp['clip_row'][bad_row].tolist()[0]}, "
             f"outside {clips} (0..{main.shape[0] - 1})"
         )
-    if fold not in set(sp["fold"].tolist()):
+    if fold is not None and fold not in set(sp["fold"].tolist()):
         raise ValueError(f"{splits}: no video has fold {fold} (folds: {sorted(set(sp['fold']))})")
     aug = open_clips(aug_clips)
     man = _read_parquet(aug_manifest, ["aug_row", "video_id", "label"]).sort_values("aug_row")
@@ -234,8 +238,8 @@ def load_fold(
         )
     if aug.shape[0] and aug.shape[2:] != main.shape[2:]:  # window shapes (T, S, S, 3)
         raise ValueError(f"{aug_clips}: clip shape {aug.shape[2:]} differs from {main.shape[2:]}")
-    train_rows = sp[sp["fold"] != fold]
-    val_rows = sp[sp["fold"] == fold]
+    train_rows = sp if fold is None else sp[sp["fold"] != fold]
+    val_rows = sp.iloc[:0] if fold is None else sp[sp["fold"] == fold]
     leaked = sorted(set(man["video_id"]) & set(val_rows["video_id"]))
     if leaked:
         raise ValueError(

@@ -348,3 +348,56 @@ def publish(
     if run.memlog is not None:
         run.memlog.publish(outputs.memory_log)
     return metrics
+
+
+# ---------------------------------------------------------------- the final model (fvc.refit)
+
+FINAL_HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "micro_batch_size", "seconds"]
+
+
+@dataclass
+class FinalOutputs:
+    """The refit rule's declared outputs (docs/artifacts.md): the final model, no validation."""
+
+    model: str | Path
+    history: str | Path
+    memory_log: str | Path
+
+    @classmethod
+    def in_dir(cls, out_dir: str | Path) -> FinalOutputs:
+        d = Path(out_dir)
+        return cls(d / "model.pt", d / "history.csv", d / "memory.jsonl")
+
+
+def record_train_epoch(run: Run, e: int, lr: float, started: float) -> tuple[dict, bool]:
+    """Book epoch ``e`` of the final model (no validation): history row; the latest epoch is
+    the model (``best``, so that its epoch checkpoint is never pruned). Resets the position to
+    epoch ``e + 1`` as :func:`record_epoch` does."""
+    flush_loss(run)
+    pos = run.pos
+    row = {
+        "epoch": e,
+        "train_loss": pos.loss_sum / max(pos.samples, 1),
+        "lr": lr,
+        "micro_batch_size": pos.micro_batch_size,
+        "seconds": round(pos.seconds + time.time() - started, 3),
+    }
+    pos.history.append(row)
+    pos.best = {"epoch": e}
+    pos.epoch, pos.batch_in_epoch, pos.loss_sum, pos.samples, pos.seconds = e, 0, 0.0, 0, 0.0
+    return row, True
+
+
+def publish_final(outputs: FinalOutputs, run: Run, model_cfg: dict) -> dict[str, Any]:
+    """Write the final model (the last epoch's weights) in ``best_model.pt``'s layout, its
+    history and memory log (each atomically); returns a summary."""
+    pos = run.pos
+    history = pd.DataFrame(pos.history, columns=FINAL_HISTORY_COLUMNS)
+    write_text(outputs.history, history.to_csv(index=False))
+    final_model = {"model_state": run.model.state_dict(), "model": model_cfg, "epoch": pos.epoch,
+                   "metric": None, "value": None}  # fmt: skip
+    with atomic_path(outputs.model) as tmp:
+        torch.save(final_model, tmp)
+    if run.memlog is not None:
+        run.memlog.publish(outputs.memory_log)
+    return {"epochs_trained": pos.epoch, "skipped_batches": pos.skipped}

@@ -253,8 +253,8 @@ def model_paths(run_dir: str | os.PathLike[str], kind: str = "ensemble") -> list
 def final_missing_message(path: str | os.PathLike[str]) -> str:
     """One line for ``predict.model: final`` without the refit model."""
     return (
-        f"predict.model: final needs {path}, which the `refit` target builds (issue 9 point 4, "
-        "not available yet); build it first or use predict.model: ensemble"
+        f"predict.model: final needs {path}, which the `refit` target builds "
+        "(`snakemake refit`); build it first or use predict.model: ensemble"
     )
 
 

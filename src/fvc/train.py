@@ -38,6 +38,7 @@ from fvc.datasets import (
 )
 from fvc.devices import claim_gpu_slot, pick_device
 from fvc.fold_state import (
+    FinalOutputs,
     FoldInputs,
     FoldOutputs,
     Run,
@@ -47,7 +48,9 @@ from fvc.fold_state import (
     make_checkpoint,
     new_run,
     publish,
+    publish_final,
     record_epoch,
+    record_train_epoch,
     restore_checkpoint,
 )
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
@@ -67,6 +70,18 @@ log = logging.getLogger(__name__)
 
 #: Exit status after a deliberate stop with a checkpoint written (EX_TEMPFAIL: "try again").
 EXIT_RESUMABLE = 75
+
+
+#: Random stream (seeds, batch order) of the final model (``fold=None``): no fold has it.
+FINAL_STREAM = 1_000_000
+
+
+def _stream(fold: int | None) -> int:
+    return FINAL_STREAM if fold is None else fold
+
+
+def _name(fold: int | None) -> str:
+    return "final model" if fold is None else f"fold {fold}"
 
 
 class TrainingInterrupted(Exception):
@@ -192,6 +207,11 @@ def end_epoch(run: Run, e: int, data: FoldData, tc: dict[str, Any]) -> tuple[dic
     """Validate after epoch ``e``, step the schedule, update history/best/patience."""
     pos = run.pos
     t0 = time.time()
+    if len(data.val) == 0:  # the final model (fit_fold with fold=None): nothing to validate
+        lr = run.optimizer.param_groups[0]["lr"]
+        if run.scheduler is not None:
+            run.scheduler.step()
+        return record_train_epoch(run, e, lr, t0)
     # a micro-batch that fits training fits evaluation (no stored activations)
     eval_batch = min(pos.eval_batch_size, pos.micro_batch_size)
     val_loss, probs, pos.eval_batch_size = evaluate(
@@ -210,8 +230,8 @@ def end_epoch(run: Run, e: int, data: FoldData, tc: dict[str, Any]) -> tuple[dic
 
 def fit_fold(
     inputs: FoldInputs,
-    outputs: FoldOutputs,
-    fold: int,
+    outputs: FoldOutputs | FinalOutputs,
+    fold: int | None,
     model_cfg: dict | None,
     train_cfg: dict | None,
     memory_cfg: dict | None,
@@ -222,6 +242,7 @@ def fit_fold(
     micro_batch_size: int | None = None,
     device: str | None = None,
     started_at: float | None = None,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train fold ``fold`` (resuming when possible) and publish its outputs; returns the metrics.
 
@@ -231,6 +252,12 @@ def fit_fold(
     ``started_at`` (default: this process's start). Raises :class:`TrainingInterrupted` on
     SIGTERM/SIGUSR1 or at the budget (after checkpointing) and after an OOM inside the
     optimizer update (without saving the half-updated state).
+
+    ``fold=None`` trains the final model (:mod:`fvc.refit`): every row of ``splits`` (plus
+    ``aug_clips``), no validation, no early stopping; ``outputs`` is a
+    :class:`~fvc.fold_state.FinalOutputs` and the last epoch's weights are the model.
+    ``epochs`` stops after that many epochs (default ``train.epochs``); the LR schedule still
+    spans ``train.epochs``, so epoch ``e`` trains exactly as it did in the folds.
     """
     model_cfg, tc = fold_config(model_cfg, train_cfg)
     # model.weights first: an offline node without cached torchvision weights (or a missing
@@ -248,13 +275,15 @@ def fit_fold(
         ckpt_dir = Path(checkpoint_dir)
         data = load_fold(**dataclasses.asdict(inputs), fold=fold)
         files = dataclasses.asdict(inputs) | ({"weights": weights_file} if weights_file else {})
-        fp = ckpt.fingerprint(fold, model_cfg, tc, files)
-        seed = int(np.random.SeedSequence([tc["seed"], fold]).generate_state(1)[0])
+        # a changed epoch limit must not resume past it (a fold's fingerprint is unchanged)
+        limit = {"stop_after_epochs": epochs} if epochs else {}
+        fp = ckpt.fingerprint(_stream(fold), model_cfg, tc | limit, files)
+        seed = int(np.random.SeedSequence([tc["seed"], _stream(fold)]).generate_state(1)[0])
         torch.manual_seed(seed)
         np.random.seed(seed)
         model = build_model(model_cfg).to(dev)
         decision = ckpt.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
-        log.info(f"fold {fold}: {decision.reason}")
+        log.info(f"{_name(fold)}: {decision.reason}")
         memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
         # the input mean/std of model.weights (torchvision weights' own), on the device once
         norm = input_norm(dev, *input_normalization(model_cfg))
@@ -263,7 +292,7 @@ def fit_fold(
             restore_checkpoint(run, decision.state)
         pos = run.pos
         log.info(
-            f"fold {fold}: {model_cfg['name']} ({count_parameters(model)} params) on {dev}, "
+            f"{_name(fold)}: {model_cfg['name']} ({count_parameters(model)} params) on {dev}, "
             f"{torch.get_num_threads()} threads; {len(data.train)} train clips ({data.n_aug} "
             f"augmented), {len(data.val)} val; batch {tc['batch_size']}, micro-batch "
             f"{pos.micro_batch_size}, precision {run.precision}"
@@ -286,7 +315,7 @@ def fit_fold(
         )
         policy.setup_done()
         try:
-            _epochs(run, tc, fold, data, stop, checkpointer)
+            _epochs(run, tc, fold, data, stop, checkpointer, epochs or tc["epochs"])
             memlog.event(
                 "fold_end",
                 epochs=pos.epoch,
@@ -296,12 +325,17 @@ def fit_fold(
                 background_checkpoints=checkpointer.background_writes,
                 checkpoint_blocking_s=round(checkpointer.blocking_s, 3),
             )
-            metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"], ckpt_dir)
+            if fold is None:
+                metrics = publish_final(outputs, run, model_cfg)
+            else:
+                metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"], ckpt_dir)
             checkpointer.save(complete=True)
-            log.info(
-                f"fold {fold} done: best epoch {pos.best['epoch']}, {tc['best_metric']} "
-                f"{pos.best['value']:.4f}; {memlog.summary()}"
+            done = (
+                f"best epoch {pos.best['epoch']}, {tc['best_metric']} {pos.best['value']:.4f}"
+                if fold is not None
+                else f"{pos.epoch} epochs, the last one's weights (no validation)"
             )
+            log.info(f"{_name(fold)} done: {done}; {memlog.summary()}")
             return metrics
         except TrainingInterrupted as exc:
             at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch}
@@ -309,7 +343,7 @@ def fit_fold(
                 "interrupted", reason=str(exc), micro_batch_size=pos.micro_batch_size, **at
             )
             log.warning(
-                f"fold {fold}: {exc}; checkpoint written at epoch {at['epoch']} batch "
+                f"{_name(fold)}: {exc}; checkpoint written at epoch {at['epoch']} batch "
                 f"{at['batch']}, rerun to resume (exit {EXIT_RESUMABLE}); {memlog.summary()}"
             )
             raise
@@ -320,7 +354,7 @@ def fit_fold(
                 "step_state_lost", error=str(exc), micro_batch_size=pos.micro_batch_size, **at
             )
             log.error(
-                f"fold {fold}: {exc} at epoch {at['epoch']} batch {at['batch']}: weights and "
+                f"{_name(fold)}: {exc} at epoch {at['epoch']} batch {at['batch']}: weights and "
                 "optimizer state may be half-updated, so the step is not retried and this state "
                 f"is not saved; rerun to resume from the last checkpoint in {ckpt_dir} (exit "
                 f"{EXIT_RESUMABLE})"
@@ -334,22 +368,23 @@ def fit_fold(
 def _epochs(
     run: Run,
     tc: dict,
-    fold: int,
+    fold: int | None,
     data: FoldData,
     stop: ckpt.StopControl,
     checkpointer: ckpt.Checkpointer,
+    last_epoch: int,
 ) -> None:
     """The epoch loop of :func:`fit_fold`; checkpoints at every epoch end and on a stop."""
     pos, policy, ckpt_dir = run.pos, run.policy, checkpointer.dir
-    while pos.epoch < tc["epochs"] and not pos.stopped_early:
+    while pos.epoch < last_epoch and not pos.stopped_early:
         e = pos.epoch + 1
         # a function of the epoch: a resumed run freezes exactly as the interrupted one did
         if tc["freeze_backbone_epochs"]:
             set_backbone_frozen(run.model, backbone_frozen(tc, e))
         batches = epoch_batches(
-            data.train.labels, tc["batch_size"], tc["seed"], fold, e, tc["sampler"]
+            data.train.labels, tc["batch_size"], tc["seed"], _stream(fold), e, tc["sampler"]
         )
-        data.train.set_epoch(tc["seed"], fold, e)  # clips_per_video: this epoch's windows
+        data.train.set_epoch(tc["seed"], _stream(fold), e)  # clips_per_video: this epoch's windows
         reason = train_one_epoch(run, data.train, batches, stop, checkpointer, tc["num_workers"])
         if reason:
             checkpointer.save()
@@ -357,7 +392,7 @@ def _epochs(
         if pos.skipped > policy.max_skip_fraction * pos.batches:
             run.memlog.event("failed", skipped=pos.skipped, batches=pos.batches)
             raise TrainingFailed(
-                f"fold {fold}: {pos.skipped} of {pos.batches} batches skipped after OOM at "
+                f"{_name(fold)}: {pos.skipped} of {pos.batches} batches skipped after OOM at "
                 f"micro-batch {pos.micro_batch_size} (> memory.max_skip_fraction "
                 f"{policy.max_skip_fraction}); lower data.size/num_frames or use a smaller model"
             )
@@ -369,14 +404,19 @@ def _epochs(
             "epoch_end",
             epoch=e,
             micro_batch_size=pos.micro_batch_size,
-            val_loss=row["val_loss"],
+            val_loss=row.get("val_loss"),
             improved=improved,
         )
-        value = row[tc["best_metric"]]
+        metric = tc["best_metric"]
+        val = (
+            f", val loss {row['val_loss']:.4f}, {metric} {row[metric]:.4f}"
+            f"{' (best)' if improved else ''}"
+            if "val_loss" in row  # the final model has no validation
+            else ""
+        )
         log.info(
-            f"epoch {e}/{tc['epochs']}: train loss {row['train_loss']:.4f}, val loss "
-            f"{row['val_loss']:.4f}, {tc['best_metric']} {value:.4f}{' (best)' if improved else ''}"
-            f", lr {row['lr']:.2e}, {row['seconds']:.1f} s"
+            f"epoch {e}/{last_epoch}: train loss {row['train_loss']:.4f}{val}, lr {row['lr']:.2e}"
+            f", {row['seconds']:.1f} s"
         )
         aggressive_gc()
         if pos.stopped_early:

@@ -128,6 +128,19 @@ def get_fold_outputs(name):
     return expand(f"{RUN}/fold_{{fold}}/{name}", fold=FOLDS)
 
 
+def get_refit_inputs(wildcards):
+    """The final model's inputs: the decoded clips, every usable video (splits), their
+    augmented copies and every fold's metrics.json (for the median best epoch)."""
+    return {
+        "clips": rules.preprocess.output.clips,
+        "index": rules.preprocess.output.index,
+        "splits": rules.split.output.splits,
+        "aug_clips": rules.augment_final.output.clips,
+        "aug_manifest": rules.augment_final.output.manifest,
+        "metrics": get_fold_outputs("metrics.json"),
+    }
+
+
 def get_final_outputs():
     """The targets of the all rule, per-fold results included, so that a deleted fold output
     is regenerated (Snakemake skips missing intermediates whose consumers are up to date).
@@ -225,13 +238,7 @@ def get_predict_models(wildcards):
     """
     if config["predict"]["model"] == "ensemble":
         return get_fold_outputs("best_model.pt")
-    path = f"{RUN}/final/model.pt"
-    try:
-        rules.refit  # the refit target (issue 9 point 4) builds the final model
-    except (AttributeError, WorkflowError):
-        from fvc.predict import final_missing_message
-
-        raise WorkflowError(final_missing_message(path)) from None
+    path = rules.refit.output.model  # runs/<exp>/final/model.pt, built by `snakemake refit`
     return [path]
 
 

@@ -1,7 +1,8 @@
-"""Rule `augment`: pre-generate augmented copies of fold k's training videos.
+"""Rules `augment` and `augment_final`: pre-generate augmented copies of fold k's training
+videos, or of every video for the final model.
 
 input: clips (data/clips.npy), splits (splits.parquet); output: clips, manifest;
-params: fold (int), augment (the config's `augment:` dict); log: one file.
+params: fold (int, or "all": every video), augment (the config's `augment:` dict); log: one file.
 """
 
 from fvc.augment import augment_fold
@@ -12,7 +13,7 @@ setup_logging(snakemake.log[0])
 augment_fold(
     clips_path=snakemake.input.clips,
     splits_path=snakemake.input.splits,
-    fold=int(snakemake.params.fold),
+    fold=None if snakemake.params.fold == "all" else int(snakemake.params.fold),
     out_clips=snakemake.output.clips,
     out_manifest=snakemake.output.manifest,
     augment_cfg=dict(snakemake.params.augment),

@@ -1,0 +1,54 @@
+# The final model (`snakemake refit`): trained on every usable video for the median of the
+# folds' best epochs (src/fvc/refit.py). Not part of `rule all`: built only when asked for, by
+# the rule name or by its output runs/<exp>/final/model.pt. Resume state lives in
+# runs/<exp>/checkpoints/final/ (deliberately NOT an output, as for train).
+
+
+rule augment_final:
+    input:
+        clips=rules.preprocess.output.clips,
+        splits=rules.split.output.splits,
+    output:
+        clips=f"{RUN}/final/augment/clips.npy",
+        manifest=f"{RUN}/final/augment/manifest.parquet",
+    log:
+        f"{RUN}/logs/augment/final.log",
+    benchmark:
+        f"{RUN}/benchmarks/augment/final.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        # every video of splits.parquet gets augment.copies copies (as each fold's training
+        # videos do): fold "all" = no fold held out
+        fold="all",
+        augment=config["augment"],
+    script:
+        "../scripts/augment.py"
+
+
+rule refit:
+    input:
+        unpack(get_refit_inputs),
+    output:
+        model=f"{RUN}/final/model.pt",
+        history=f"{RUN}/final/history.csv",
+        memory_log=f"{RUN}/final/memory.jsonl",
+        info=f"{RUN}/final/refit.json",
+    log:
+        f"{RUN}/logs/refit.log",
+    benchmark:
+        f"{RUN}/benchmarks/refit.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        # like train: one GPU (a local slot, or the SLURM profile's gpu:1)
+        gpu=1,
+    params:
+        # as for train: only result-affecting keys, the operational ones come from the config
+        model=config["model"],
+        train=non_operational("train"),
+        memory=non_operational("memory"),
+        checkpoint_dir=f"{RUN}/checkpoints/final",
+    script:
+        "../scripts/refit.py"
