@@ -238,7 +238,9 @@ def get_predict_models(wildcards):
     """
     if config["predict"]["model"] == "ensemble":
         return get_fold_outputs("best_model.pt")
-    path = rules.refit.output.model  # runs/<exp>/final/model.pt, built by `snakemake refit`
+    path = (
+        rules.refit.output.model
+    )  # runs/<exp>/final/model.pt, built by `snakemake refit`
     return [path]
 
 
