@@ -153,9 +153,12 @@ def test_unchanged_sets_do_nothing_and_an_added_video_reruns_its_set_only(proj: 
     flat = proj / "sets" / "flat"
     src = next((proj / "sets" / "lab").glob("*_real_*.mp4"))
     shutil.copy2(src, flat / "added.mp4")
+    # predict_metrics (the table of every set's <set>_metrics.json, from main's results merge)
+    # follows any set's rerun; the other set is untouched
     assert planned_jobs(proj, overlays=OVERLAY) == {
         "predict_data[name=flat]": 1,
         "predict[name=flat]": 1,
+        "predict_metrics": 1,
     }
     snakemake(proj, overlays=OVERLAY)
     log = (proj / RUN / "logs/predict_data/flat.log").read_text()
