@@ -1,6 +1,7 @@
 # Real/fake video classification with stratified K-fold cross-validation.
-# Stages: make_demo (only without metadata) -> load_data -> preprocess -> split
-#         -> augment (per fold) -> train (per fold) -> aggregate -> plots.
+# Stages: make_demo (only without metadata) -> load_data -> preprocess -> split (per repeat)
+#         -> augment (per fold) -> train (per variant and fold) -> aggregate -> plots
+#         -> compare (with a `sweep`) -> provenance.
 # Usage: `snakemake --cores all` (see README.md); `snakemake -n` lists what is left to do.
 
 from snakemake.utils import min_version
@@ -19,6 +20,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cv.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/provenance.smk"
 
 
 # Trivial rules run inside the main Snakemake process, also on a cluster (no submit latency).
@@ -28,6 +31,8 @@ localrules:
     split,
     aggregate,
     plots,
+    compare,
+    provenance,
 
 
 rule all:

@@ -26,16 +26,22 @@ log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (*METRIC_NAMES, "val_loss")
 
 
-def _read_metrics(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+def _read_metrics(
+    paths: Sequence[str | os.PathLike[str]], repeats: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Per-fold metrics; with ``repeats`` (one per path) a ``repeat`` column keys them too."""
     rows = []
-    for path in paths:
+    for i, path in enumerate(paths):
         with open(path) as fh:
             m = json.load(fh)
         if "fold" not in m:
             raise ValueError(f"{path}: metrics file has no 'fold' key")
+        if repeats is not None:
+            m["repeat"] = int(repeats[i])
         rows.append(m)
-    df = pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
-    dup = df["fold"][df["fold"].duplicated()].tolist()
+    keys = ["repeat", "fold"] if repeats is not None else ["fold"]
+    df = pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)
+    dup = df[keys][df[keys].duplicated()].to_numpy().tolist()
     if dup:
         raise ValueError(f"fold(s) {dup} appear in more than one metrics file")
     return df
@@ -48,15 +54,23 @@ def _count_rows(tsv: str | os.PathLike[str] | None) -> int:
 
 
 def kfold_table(per_fold: pd.DataFrame) -> pd.DataFrame:
-    """Per-fold rows followed by ``mean`` and ``std`` (sample std, ddof=1) rows."""
+    """Per-fold rows followed by ``mean`` and ``std`` (sample std, ddof=1) rows.
+
+    With repeated K-fold, a leading ``repeat`` column (a string, empty on the mean and std
+    rows, which summarise all repeats' folds) tells the repeats apart.
+    """
     cols = [c for c in (*SUMMARY_COLUMNS, *COUNT_NAMES) if c in per_fold.columns]
     extra = [c for c in ("best_epoch", "epochs_trained", "n_train", "n_val") if c in per_fold]
-    table = per_fold[["fold", *cols, *extra]].copy()
-    table["fold"] = table["fold"].astype(int).astype(str)
+    keys = ["repeat", "fold"] if "repeat" in per_fold.columns else ["fold"]
+    table = per_fold[[*keys, *cols, *extra]].copy()
+    for key in keys:
+        table[key] = table[key].astype(int).astype(str)
     numeric = per_fold[cols + extra].astype(float)
     mean = numeric.mean(axis=0, skipna=True)
     std = numeric.std(axis=0, ddof=1, skipna=True)
     stats = pd.DataFrame([{"fold": "mean", **mean.to_dict()}, {"fold": "std", **std.to_dict()}])
+    if "repeat" in keys:
+        stats.insert(0, "repeat", "")
     table = pd.concat([table.astype({c: float for c in cols + extra}), stats], ignore_index=True)
     return table
 
@@ -67,16 +81,24 @@ def aggregate_folds(
     out_results: str | os.PathLike[str],
     out_summary: str | os.PathLike[str],
     excluded_paths: Sequence[str | os.PathLike[str]] = (),
+    repeats: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write kfold_results.feather and summary.json from the per-fold train outputs.
 
-    Also checks that the out-of-fold predictions cover each video exactly once, which catches a
-    fold trained against stale splits.
+    Also checks that the out-of-fold predictions cover each video exactly once (per repeat),
+    which catches a fold trained against stale splits. ``repeats`` gives the repeat of each
+    path (repeated K-fold); with a single repeat the tables are exactly the plain K-fold ones.
     """
-    per_fold = _read_metrics(metrics_paths)
+    if repeats is not None and len(set(repeats)) < 2:
+        repeats = None
+    per_fold = _read_metrics(metrics_paths, repeats)
     table = kfold_table(per_fold)
-    preds = pd.concat([pd.read_parquet(p) for p in predictions_paths], ignore_index=True)
-    dup = preds["video_id"][preds["video_id"].duplicated()].unique().tolist()
+    frames = [pd.read_parquet(p) for p in predictions_paths]
+    if repeats is not None:
+        frames = [f.assign(repeat=int(r)) for f, r in zip(frames, repeats, strict=True)]
+    preds = pd.concat(frames, ignore_index=True)
+    ids = preds[["repeat", "video_id"]] if repeats is not None else preds["video_id"]
+    dup = preds["video_id"][ids.duplicated()].unique().tolist()
     if dup:
         raise ValueError(
             f"{len(dup)} video(s) were predicted by more than one fold (e.g. {dup[:3]}): the "
@@ -88,7 +110,7 @@ def aggregate_folds(
     mean_row, std_row = stats.loc["mean"], stats.loc["std"]
     summary: dict[str, Any] = {
         "n_folds": len(per_fold),
-        "n_videos": len(preds),
+        "n_videos": preds["video_id"].nunique() if repeats is not None else len(preds),
         "n_excluded": sum(_count_rows(p) for p in excluded_paths),
         "mean": {c: _num(mean_row[c]) for c in SUMMARY_COLUMNS if c in mean_row},
         "std": {c: _num(std_row[c]) for c in SUMMARY_COLUMNS if c in std_row},

@@ -75,7 +75,7 @@ def test_changing_lr_reruns_only_train_and_results(project: Path) -> None:
     overlay = project / "lr.yaml"
     overlay.write_text("train:\n  lr: 0.01\n")
     jobs = planned_jobs(project, overlays=("lr.yaml",))
-    assert {j.split("[")[0] for j in jobs} == {"train", "aggregate", "plots"}
+    assert {j.split("[")[0] for j in jobs} == {"train", "aggregate", "plots", "provenance"}
     assert sum(v for j, v in jobs.items() if j.startswith("train")) == N_SPLITS
 
 
@@ -83,7 +83,13 @@ def test_changing_augment_does_not_resplit(project: Path) -> None:
     overlay = project / "aug.yaml"
     overlay.write_text("augment:\n  copies: 2\n")
     jobs = planned_jobs(project, overlays=("aug.yaml",))
-    assert {j.split("[")[0] for j in jobs} == {"augment", "train", "aggregate", "plots"}
+    assert {j.split("[")[0] for j in jobs} == {
+        "augment",
+        "train",
+        "aggregate",
+        "plots",
+        "provenance",
+    }
 
 
 def test_report(project: Path) -> None:
@@ -97,7 +103,7 @@ def test_dry_run_after_deleting_one_fold_lists_only_that_fold(project: Path) -> 
     for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt"):
         (fold_dir / name).unlink()
     jobs = planned_jobs(project)
-    assert jobs == {"train[fold=1]": 1, "aggregate": 1, "plots": 1}
+    assert jobs == {"train[fold=1]": 1, "aggregate": 1, "plots": 1, "provenance": 1}
     snakemake(project)
     assert planned_jobs(project) == {}
 

@@ -5,19 +5,21 @@ rule aggregate:
     input:
         metrics=get_fold_outputs("metrics.json"),
         predictions=get_fold_outputs("predictions.parquet"),
-        excluded=rules.load_data.output.excluded,
-        decode_excluded=rules.preprocess.output.excluded,
+        excluded=get_upstream("load", "data/excluded.tsv"),
+        decode_excluded=get_upstream("decode", "data/decode_excluded.tsv"),
     output:
-        results=f"{RUN}/kfold_results.feather",
+        results=get_path("variant", "kfold_results.feather"),
         summary=report(
-            f"{RUN}/summary.json",
+            get_path("variant", "summary.json"),
             caption="../report/summary.rst",
             category="Results",
         ),
     log:
-        f"{RUN}/logs/aggregate.log",
+        get_path("variant", "logs/aggregate.log"),
     conda:
         "../../envs/data.yaml"
+    params:
+        repeats=get_fold_repeats,
     script:
         "../scripts/aggregate.py"
 
@@ -29,17 +31,17 @@ rule plots:
         results=rules.aggregate.output.results,
     output:
         roc=report(
-            f"{RUN}/plots/roc_curves.png",
+            get_path("variant", "plots/roc_curves.png"),
             caption="../report/roc_curves.rst",
             category="Results",
         ),
         curves=report(
-            f"{RUN}/plots/training_curves.png",
+            get_path("variant", "plots/training_curves.png"),
             caption="../report/training_curves.rst",
             category="Training",
         ),
     log:
-        f"{RUN}/logs/plots.log",
+        get_path("variant", "logs/plots.log"),
     conda:
         "../../envs/data.yaml"
     script:

@@ -11,5 +11,6 @@ aggregate_folds(
     snakemake.output.results,
     snakemake.output.summary,
     excluded_paths=[snakemake.input.excluded, snakemake.input.decode_excluded],
+    repeats=list(snakemake.params.repeats),
 )
 aggressive_gc()
