@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -100,3 +101,22 @@ def test_missing_package_is_null() -> None:
     assert package_versions(("surely-not-installed-fvc-pkg",)) == {
         "surely-not-installed-fvc-pkg": None
     }
+
+
+def test_gpus_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: a stand-in nvidia-smi prints what the real one prints for this query."""
+    from fvc.provenance import gpu_info
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *--query-gpu=index,name,driver_version,memory.total*) ;; *) exit 9;; esac\n'
+        "echo '0, NVIDIA H200, 570.86.15, 143771'\n"
+        "echo '1, NVIDIA H200, 570.86.15, 143771'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert gpu_info() == [
+        {"index": i, "name": "NVIDIA H200", "driver": "570.86.15", "memory_mib": 143771}
+        for i in (0, 1)
+    ]
