@@ -209,7 +209,7 @@ def test_scancel_then_rerun_resumes_and_dry_run_lists_rest(tmp_path: Path) -> No
     assert not (project / RUN / "fold_0/metrics.json").exists()
     assert (project / RUN / "fold_1/metrics.json").exists(), "fold 1 must finish (keep-going)"
     left = planned_jobs(project, *profile_args())
-    assert left == {"train[fold=0]": 1, "aggregate": 1, "plots": 1}, left
+    assert left == {"train[fold=0]": 1, "aggregate": 1, "plots": 1, "provenance": 1}, left
 
     out = SnakemakeRun(project, [*profile_args(), *TINY], "rerun").check(timeout=600)
     train = [j for j in squeue_jobs(run_ids(out)) if j.rule == "train"]
