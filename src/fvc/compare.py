@@ -156,6 +156,7 @@ def compare_variants(
                 )
             rows.append(row)
     table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "best"])
+    table["df"] = table["df"].astype("Int64")  # an integer, missing on the baseline's rows
     table["best"] = False
     for _metric, part in table.groupby("metric", sort=False):
         means = part["mean"].dropna()
