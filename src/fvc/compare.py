@@ -269,6 +269,8 @@ def plot_comparison(
                     va="top",
                     fontsize=7,
                 )
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi + 0.3 * (hi - lo))  # headroom for the Δ/p labels above the points
         best = rows.index[rows["best"]].tolist()
         ax.set_xticks(range(len(variants)))
         ax.set_xticklabels([f"{v}*" if v in best else v for v in variants], rotation=30, fontsize=8)
