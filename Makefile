@@ -37,6 +37,8 @@ format: venv
 bench: venv
 	$(BIN)/python bench/gc_overhead.py
 	$(BIN)/python bench/preprocess_scaling.py
+	$(BIN)/python bench/preprocess_incremental.py
+	$(BIN)/python bench/dataset_scan.py
 
 clean:
 	rm -rf runs .snakemake report.html

@@ -1,7 +1,8 @@
 # Real/fake video classification with stratified K-fold cross-validation.
 # Stages: make_demo (only without metadata) -> load_data -> preprocess -> split (per repeat)
-#         -> augment (per fold) -> train (per variant and fold) -> aggregate -> plots
-#         -> compare (with a `sweep`) -> provenance.
+#         -> augment (per fold) -> train (per variant and fold) -> aggregate -> plots,
+#         memory_plot, benchmarks (per variant) -> compare (with a `sweep`) -> provenance;
+#         predict_data -> predict (per predict set, the base variant's fold models).
 # Usage: `snakemake --cores all` (see README.md); `snakemake -n` lists what is left to do.
 
 from snakemake.utils import min_version
@@ -20,6 +21,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cv.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/provenance.smk"
 
@@ -31,6 +33,9 @@ localrules:
     split,
     aggregate,
     plots,
+    memory_plot,
+    benchmarks,
+    predict_metrics,
     compare,
     provenance,
 

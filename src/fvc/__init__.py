@@ -5,7 +5,3 @@ The package holds all logic; the Snakemake rule scripts under ``workflow/scripts
 """
 
 __version__ = "0.1.0"
-
-#: Label convention used everywhere in the package: 1 = positive class (``fake`` by default).
-POSITIVE = 1
-NEGATIVE = 0

@@ -16,6 +16,12 @@ Why the design looks the way it does:
 - **Moderate ops.** The demo set's "fake" artefact is a pasted, flickering patch: no op smooths
   over time, colour changes hit all frames alike (frame-to-frame differences survive) and the
   erased box is small.
+- **One window per copy.** With ``data.clips_per_video`` C > 1 (clips.npy ``(N, C, T, S, S, 3)``)
+  each copy augments ONE window of its video, :func:`copy_window`: copies of a video take
+  successive windows from a start drawn from ``(seed, fold, video_id)``, so ``copies`` >= C
+  covers every window. The output stays ``(M, T, S, S, 3)`` (M = n_train * copies, not ×C):
+  the original video still shows a new window each epoch, and the disk cost does not grow
+  with C. The manifest's ``window`` column says which window a copy came from.
 - **Flat memory, atomic output.** Clips are read from a memory map and written one by one into
   an ``np.lib.format.open_memmap`` temp file that is renamed only when complete.
 """
@@ -45,7 +51,7 @@ log = logging.getLogger(__name__)
 #: Spatial ops in the order they are applied; temporal ops are applied last.
 SPATIAL_OPS = ("flip", "affine", "color", "blur", "noise", "erase")
 ALL_OPS = (*SPATIAL_OPS, "temporal")
-MANIFEST_COLUMNS = ("aug_row", "video_id", "clip_row", "copy", "label", "ops")
+MANIFEST_COLUMNS = ("aug_row", "video_id", "clip_row", "copy", "window", "label", "ops")
 _SPLITS_COLUMNS = ("video_id", "clip_row", "label", "fold")
 
 # Ranges of the random parameters: small on purpose (see the module docstring).
@@ -105,6 +111,20 @@ def derive_seed(seed: int, fold: int, video_id: str, copy: int) -> int:
     """Seed of one copy: SHA-256 of the tuple, stable across processes, machines and orders."""
     key = f"fvc-augment\x1f{int(seed)}\x1f{int(fold)}\x1f{video_id}\x1f{int(copy)}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+
+
+def copy_window(seed: int, fold: int, video_id: str, copy: int, n_windows: int) -> int:
+    """The window (0..n_windows-1) that copy ``copy`` of a video augments.
+
+    ``(start + copy) % n_windows`` with ``start`` from SHA-256 of ``(seed, fold, video_id)``:
+    copies of one video take distinct windows while there are enough. Always 0 for one window
+    (no draw, so the copies are those of a single-window cache).
+    """
+    if n_windows <= 1:
+        return 0
+    key = f"fvc-augment-window\x1f{int(seed)}\x1f{int(fold)}\x1f{video_id}".encode()
+    start = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+    return (start + int(copy)) % int(n_windows)
 
 
 def _uniform(gen: torch.Generator, low: float, high: float) -> float:
@@ -274,7 +294,8 @@ def _train_rows(splits_path: Path, fold: int, n_clips: int) -> pd.DataFrame:
 
 def _manifest(records: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
-    dtypes = {"aug_row": "int64", "clip_row": "int64", "copy": "int64", "label": "int64"}
+    dtypes = {"aug_row": "int64", "clip_row": "int64", "copy": "int64", "window": "int64",
+              "label": "int64"}  # fmt: skip
     return df.astype({**dtypes, "video_id": str, "ops": str})
 
 
@@ -290,7 +311,9 @@ def augment_fold(
     """Write ``copies`` augmented versions of fold ``fold``'s training videos; return the manifest.
 
     ``out_clips`` is uint8 (M, T, S, S, 3) with M = n_train * copies (0 is fine) in manifest
-    order: video_id ascending, then copy. All inputs are checked before any output is opened;
+    order: video_id ascending, then copy. ``clips_path`` is ``(N, T, S, S, 3)`` or, with C
+    windows per video, ``(N, C, T, S, S, 3)``: each copy then augments one window
+    (:func:`copy_window`). All inputs are checked before any output is opened;
     on any error neither output is created and no temp file is left. ``threads`` caps torch's
     intra-op threads (the rule's ``threads``).
     """
@@ -299,10 +322,13 @@ def augment_fold(
     if threads is not None:
         torch.set_num_threads(max(1, int(threads)))
     clips = np.load(clips_path, mmap_mode="r", allow_pickle=False)
-    if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[-1] != 3:
+    if clips.dtype != np.uint8 or clips.ndim not in (5, 6) or clips.shape[-1] != 3:
         raise ValueError(
-            f"{clips_path}: expected uint8 (N, T, S, S, 3), got {clips.dtype} {clips.shape}"
+            f"{clips_path}: expected uint8 (N, T, S, S, 3) or (N, C, T, S, S, 3), got "
+            f"{clips.dtype} {clips.shape}"
         )
+    n_windows = clips.shape[1] if clips.ndim == 6 else 1
+    window_shape = clips.shape[-4:]
     train = _train_rows(splits_path, fold, clips.shape[0])
     n_out = len(train) * cfg.copies
     log.info(
@@ -316,13 +342,15 @@ def augment_fold(
     op_counts: Counter[str] = Counter()
     with atomic_path(out_clips, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(n_out, *clips.shape[1:])
+            tmp, mode="w+", dtype=np.uint8, shape=(n_out, *window_shape)
         )
         for n_done, row in enumerate(train.itertuples(index=False)):
             if n_done and n_done % 100 == 0:
                 log.info("fold %d: %d / %d videos augmented", fold, n_done, len(train))
-            source = np.array(clips[int(row.clip_row)])
+            entry = clips[int(row.clip_row)]  # (T, S, S, 3) or (C, T, S, S, 3)
             for copy in range(cfg.copies):
+                window = copy_window(cfg.seed, fold, str(row.video_id), copy, n_windows)
+                source = np.array(entry if clips.ndim == 5 else entry[window])
                 seed = derive_seed(cfg.seed, fold, str(row.video_id), copy)
                 aug, ops = augment_clip(source, cfg, seed)
                 aug_row = len(records)
@@ -333,6 +361,7 @@ def augment_fold(
                         "video_id": str(row.video_id),
                         "clip_row": int(row.clip_row),
                         "copy": copy,
+                        "window": window,
                         "label": int(row.label),
                         "ops": ops,
                     }

@@ -19,6 +19,11 @@ from fvc.train import run_fold
 
 def main(argv: list[str] | None = None) -> int:
     """Train one fold outside Snakemake: same function and artifacts as the train rule."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["predict"]:  # `fvc predict runs/<exp> a.mp4 ...` (fvc.predict.predict_main)
+        from fvc.predict import predict_main
+
+        return predict_main(args[1:])
     p = argparse.ArgumentParser(prog="python -m fvc.train", description=main.__doc__)
     p.add_argument("--config", required=True, help="YAML/JSON with model/train/memory sections")
     p.add_argument("--fold", type=int, required=True)

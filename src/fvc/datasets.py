@@ -11,6 +11,11 @@ the memory and only the micro-batch being computed is ever float.
 
 The batch order of an epoch is a pure function of ``(train.seed, fold, epoch)``
 (:func:`epoch_batches`), so a resumed run skips exactly the batches it had consumed.
+
+Several clips per video (``data.clips_per_video`` C > 1, clips.npy ``(N, C, T, S, S, 3)``): a
+training item shows one window per epoch, :func:`epoch_windows` (also a pure function of
+``(train.seed, fold, epoch)``, set by :meth:`ClipSet.set_epoch`); evaluation scores every window
+(:meth:`ClipSet.window_items`) and :func:`video_scores` averages them into one P(fake) per video.
 """
 
 from __future__ import annotations
@@ -32,16 +37,60 @@ STD = (0.22803, 0.22145, 0.216989)
 
 
 def open_clips(path: str | os.PathLike[str]) -> np.ndarray:
-    """Memory-map a ``(N, T, S, S, 3)`` uint8 clip array, with a one-line error if it is not one."""
+    """Memory-map a uint8 clip array as ``(N, C, T, S, S, 3)`` (one-line error if it is not one).
+
+    ``(N, T, S, S, 3)`` files (one window per video, ``data.clips_per_video: 1``, and the
+    augmented copies) come back as a view with C = 1; ``(N, C, T, S, S, 3)`` files as they are.
+    """
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
         raise ValueError(f"{path}: cannot read clip array: {exc}") from exc
-    if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[-1] != 3:
+    if arr.dtype != np.uint8 or arr.ndim not in (5, 6) or arr.shape[-1] != 3:
         raise ValueError(
-            f"{path}: expected uint8 clips of shape (N, T, S, S, 3), got {arr.dtype} {arr.shape}"
+            f"{path}: expected uint8 clips of shape (N, T, S, S, 3) or (N, C, T, S, S, 3), got "
+            f"{arr.dtype} {arr.shape}"
         )
-    return arr
+    return arr[:, None] if arr.ndim == 5 else arr
+
+
+#: Third entropy word of the per-epoch window draw: a stream apart from the batch order's.
+WINDOW_STREAM = 0x77696E64  # "wind"
+
+
+def epoch_windows(n_windows: np.ndarray, seed: int, fold: int, epoch: int) -> np.ndarray:
+    """The window each training item shows in epoch ``epoch``: a pure function of the arguments.
+
+    ``n_windows[i]`` is item i's number of windows (``data.clips_per_video`` for a video, 1 for
+    an augmented copy); each item draws one uniformly, from its own random stream
+    ``(seed, fold, epoch, WINDOW_STREAM)`` so the batch order (:func:`epoch_batches`) is the same
+    as with one window. A resumed run redraws exactly the same windows.
+    """
+    n_windows = np.asarray(n_windows, dtype=np.int64)
+    if len(n_windows) == 0 or (n_windows == 1).all():
+        return np.zeros(len(n_windows), dtype=np.int64)
+    rng = np.random.default_rng([seed, fold, epoch, WINDOW_STREAM])
+    return rng.integers(0, n_windows).astype(np.int64)
+
+
+def video_scores(window_probs: np.ndarray, video_index: np.ndarray) -> np.ndarray:
+    """Video-level P(fake): the mean of each video's window probabilities (float64).
+
+    ``video_index[j]`` is the video (0..V-1) of window ``j``; the result has one value per
+    video in that order. With one window per video it returns the probabilities unchanged
+    (bit for bit). Evaluation (:func:`fvc.train.evaluate`) and prediction both score videos
+    through this function.
+    """
+    idx = np.asarray(video_index, dtype=np.int64)
+    probs = np.asarray(window_probs, dtype=np.float64)
+    if idx.shape != probs.shape or idx.ndim != 1:
+        raise ValueError(f"window_probs {probs.shape} and video_index {idx.shape} must match (1-D)")
+    if len(idx) == 0:
+        return probs.copy()
+    counts = np.bincount(idx)
+    if idx.min() < 0 or (counts == 0).any():
+        raise ValueError("video_index must cover the videos 0..V-1, each with at least one window")
+    return np.bincount(idx, weights=probs) / counts
 
 
 class ClipSet(torch.utils.data.Dataset):
@@ -49,6 +98,10 @@ class ClipSet(torch.utils.data.Dataset):
 
     ``sources[i]`` names the file and ``rows[i]`` the row in it. Arrays are opened lazily per
     process (a memmap must not be pickled into DataLoader workers: that would copy it).
+
+    A row may hold several temporal windows (``data.clips_per_video``): an item shows window
+    ``windows[i]``, the draw of :meth:`set_epoch` (window 0 before any draw), and
+    :meth:`window_items` lists every (item, window) pair for evaluation.
     """
 
     def __init__(self, files: list[str], sources: np.ndarray, rows: np.ndarray, labels: np.ndarray):
@@ -56,6 +109,7 @@ class ClipSet(torch.utils.data.Dataset):
         self.sources = np.asarray(sources, dtype=np.int64)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.windows: np.ndarray | None = None  # per item; None = window 0
         self._arrays: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -69,15 +123,40 @@ class ClipSet(torch.utils.data.Dataset):
             self._arrays = [open_clips(f) for f in self.files]
         return self._arrays
 
-    def get_batch(self, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 ``(B, T, H, W, C)`` clips and int64 labels of ``indices`` (in that order)."""
+    def n_windows(self) -> np.ndarray:
+        """Number of windows of each item (the C of its file)."""
+        per_file = np.array([a.shape[1] for a in self._open()], dtype=np.int64)
+        return per_file[self.sources] if len(self.sources) else np.zeros(0, dtype=np.int64)
+
+    def set_epoch(self, seed: int, fold: int, epoch: int) -> None:
+        """Show the windows of :func:`epoch_windows` for this epoch (call before the loader)."""
+        self.windows = epoch_windows(self.n_windows(), seed, fold, epoch)
+
+    def window_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(items, windows)``: every window of every item, item by item (evaluation order)."""
+        n = self.n_windows()
+        items = np.repeat(np.arange(len(n), dtype=np.int64), n)
+        starts = np.cumsum(n) - n
+        return items, np.arange(len(items), dtype=np.int64) - np.repeat(starts, n)
+
+    def get_batch(self, indices: Any, windows: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, T, H, W, C)`` clips and int64 labels of ``indices`` (in that order).
+
+        ``windows`` (one per index) picks the window shown; default: :attr:`windows`.
+        """
         idx = np.asarray(indices, dtype=np.int64)
+        if windows is not None:
+            win = np.asarray(windows, dtype=np.int64)
+        elif self.windows is not None:
+            win = self.windows[idx]
+        else:
+            win = np.zeros(len(idx), dtype=np.int64)
         arrays = self._open()
-        out = np.empty((len(idx), *arrays[0].shape[1:]), dtype=np.uint8)
+        out = np.empty((len(idx), *arrays[0].shape[2:]), dtype=np.uint8)
         for s, arr in enumerate(arrays):
             where = np.flatnonzero(self.sources[idx] == s)
             if len(where):
-                out[where] = arr[self.rows[idx[where]]]
+                out[where] = arr[self.rows[idx[where]], win[where]]
         return torch.from_numpy(out), torch.from_numpy(self.labels[idx])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
@@ -156,8 +235,8 @@ def load_fold(
             f"{aug_manifest} lists {len(man)} rows (aug_row 0..M-1 expected) but {aug_clips} "
             f"has {aug.shape[0]}"
         )
-    if aug.shape[0] and aug.shape[1:] != main.shape[1:]:
-        raise ValueError(f"{aug_clips}: clip shape {aug.shape[1:]} differs from {main.shape[1:]}")
+    if aug.shape[0] and aug.shape[2:] != main.shape[2:]:  # window shapes (T, S, S, 3)
+        raise ValueError(f"{aug_clips}: clip shape {aug.shape[2:]} differs from {main.shape[2:]}")
     train_rows = sp[sp["fold"] != fold]
     val_rows = sp[sp["fold"] == fold]
     leaked = sorted(set(man["video_id"]) & set(val_rows["video_id"]))
@@ -218,11 +297,18 @@ def class_weights(labels: np.ndarray, mode: str) -> torch.Tensor:
     return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
 
 
-def to_model_input(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 ``(B, T, H, W, C)`` -> normalised float32 ``(B, C, T, H, W)`` on ``device``."""
+def to_model_input(
+    x: torch.Tensor, device: torch.device | str, norm: tuple[Any, Any] | None = None
+) -> torch.Tensor:
+    """uint8 ``(B, T, H, W, C)`` -> normalised float32 ``(B, C, T, H, W)`` on ``device``.
+
+    ``norm`` is the ``(mean, std)`` per channel (:func:`fvc.models.input_normalization`);
+    default :data:`MEAN` / :data:`STD`.
+    """
     x = x.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1, 1)
+    mean_v, std_v = norm if norm is not None else (MEAN, STD)
+    mean = torch.tensor(mean_v, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(std_v, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std).contiguous(memory_format=torch.contiguous_format)
 
 
@@ -239,22 +325,29 @@ def write_synthetic_inputs(
     n_folds: int = 2,
     aug_copies: int = 1,
     seed: int = 0,
+    clips_per_video: int = 1,
 ) -> dict[str, Any]:
     """Write tiny upstream artifacts (docs/artifacts.md formats) with a learnable signal.
 
     Fake clips (label 1) carry a bright square whose position moves between frames; real clips
-    are smooth noise. Used by tests and ``bench/``; returns the paths per fold.
+    are smooth noise. With ``clips_per_video`` C > 1, clips.npy is ``(N, C, T, S, S, 3)`` (C
+    windows per video, each drawn like a clip) and the augmented copies come from window 0.
+    Used by tests and ``bench/``; returns the paths per fold.
     """
     root = Path(root)
     (root / "data").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     labels = np.arange(n_videos) % 2
-    clips = rng.integers(40, 140, size=(n_videos, frames, size, size, 3), dtype=np.uint8)
+    c = int(clips_per_video)
+    shape = (n_videos, frames, size, size, 3) if c == 1 else (n_videos, c, frames, size, size, 3)
+    clips = rng.integers(40, 140, size=shape, dtype=np.uint8)
+    windows = clips[:, None] if c == 1 else clips  # a view: (N, C, T, S, S, 3)
     q = max(2, size // 4)
     for i in np.flatnonzero(labels):
-        for t in range(frames):
-            y0, x0 = rng.integers(0, size - q, size=2)
-            clips[i, t, y0 : y0 + q, x0 : x0 + q] = 230
+        for w in range(c):
+            for t in range(frames):
+                y0, x0 = rng.integers(0, size - q, size=2)
+                windows[i, w, t, y0 : y0 + q, x0 : x0 + q] = 230
     _save_npy(root / "data" / "clips.npy", clips)
     ids = [f"v{i + 1:05d}" for i in range(n_videos)]
     meta = pd.DataFrame(
@@ -285,7 +378,8 @@ def write_synthetic_inputs(
         d.mkdir(parents=True, exist_ok=True)
         tr = splits[splits["fold"] != k]
         rows = np.repeat(tr["clip_row"].to_numpy(), aug_copies)
-        aug = clips[rows][:, :, :, ::-1] if len(rows) else np.zeros((0, *clips.shape[1:]), "u1")
+        first = windows[:, 0]  # augmented copies hold one window (fvc.augment)
+        aug = first[rows][:, :, :, ::-1] if len(rows) else np.zeros((0, *first.shape[1:]), "u1")
         _save_npy(d / "clips.npy", np.ascontiguousarray(aug))
         man = pd.DataFrame(
             {
@@ -293,6 +387,7 @@ def write_synthetic_inputs(
                 "video_id": np.repeat(tr["video_id"].to_numpy(), aug_copies),
                 "clip_row": rows,
                 "copy": np.tile(np.arange(aug_copies), len(tr)),
+                "window": np.zeros(len(rows), dtype=np.int64),
                 "label": np.repeat(tr["label"].to_numpy(), aug_copies),
                 "ops": "flip",
             }

@@ -30,6 +30,7 @@ from fvc.datasets import FoldData, class_weights
 from fvc.io import atomic_path, write_json, write_parquet, write_text
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.metrics import binary_metrics, is_better
+from fvc.models import DEFAULT_MEAN, DEFAULT_STD, FINETUNE_DEFAULTS, param_groups, warmup_scheduler
 
 log = logging.getLogger("fvc.train")  # one logger name for the whole training of a fold
 
@@ -39,6 +40,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "patience": 0, "best_metric": "roc_auc", "use_amp": False, "num_workers": 0,
     "class_weights": "none", "sampler": "random", "seed": 0, "checkpoint_every_n_batches": 50,
     "keep_epoch_checkpoints": 2, "time_margin_s": 120,
+    **FINETUNE_DEFAULTS,  # backbone_lr_scale, freeze_backbone_epochs, warmup_epochs (fvc.models)
 }  # fmt: skip
 BEST_METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "val_loss")
 HISTORY_COLUMNS = [
@@ -129,10 +131,18 @@ class Run:
     policy: MemoryPolicy
     memlog: MemoryLog
     prog: Progress
+    # (mean, std) of the model input: fvc.models.input_normalization(model_cfg)
+    norm: tuple[tuple[float, ...], tuple[float, ...]] = (DEFAULT_MEAN, DEFAULT_STD)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]) -> Any:
-    """Per-epoch LR schedule: none, step (x0.1 every third of the epochs) or cosine."""
+    """Per-epoch LR schedule: none, step (x0.1 every third of the epochs) or cosine.
+
+    With ``train.warmup_epochs`` > 0: linear warm-up, then the schedule over the remaining
+    epochs (:func:`fvc.models.warmup_scheduler`).
+    """
+    if train_cfg.get("warmup_epochs"):
+        return warmup_scheduler(optimizer, train_cfg)
     kind, epochs = train_cfg["scheduler"], train_cfg["epochs"]
     if kind == "none":
         return None
@@ -158,7 +168,10 @@ def new_run(
     needs none), class weights from the training ``labels``; the micro-batch starts at
     ``micro_batch_size`` (default and maximum: the batch size).
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    # one group, or head + backbone at lr * train.backbone_lr_scale (fvc.models.param_groups)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, tc), lr=tc["lr"], weight_decay=tc["weight_decay"]
+    )
     amp, bs = bool(tc["use_amp"]), tc["batch_size"]
     return Run(
         model=model,

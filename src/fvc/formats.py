@@ -16,7 +16,8 @@ one-line :class:`DataError` naming the file and the row (line) to fix. docs/data
 
 from __future__ import annotations
 
-import glob
+import bisect
+import fnmatch
 import logging
 import os
 from collections.abc import Callable
@@ -104,8 +105,10 @@ def encode_labels(
 # ----------------------------------------------------------------------------- readers
 # Each reader returns (table with `path` and `label` + extra columns, row numbers or None).
 # Row numbers default to the 1-based data row; the list reader returns line numbers.
+# ``labels=False`` (predict sets, issue 9): the label is optional; a table without any label
+# has no `label` column.
 
-Reader = Callable[[Path, dict[str, Any], Path], tuple[pd.DataFrame, list[int] | None]]
+Reader = Callable[..., tuple[pd.DataFrame, list[int] | None]]
 
 
 def _read_any_table(path: Path) -> pd.DataFrame:
@@ -138,9 +141,17 @@ def _require(df: pd.DataFrame, path: Path, needed: list[str]) -> pd.DataFrame:
     return df.rename(columns={lower[n.lower()]: n for n in needed if n not in df.columns})
 
 
-def _read_table(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, None]:
+def _has_label(df: pd.DataFrame) -> bool:
+    return any(c.lower() == "label" for c in df.columns)
+
+
+def _read_table(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, None]:
     """A table with ``path`` and ``label`` columns (any others are kept, e.g. the group)."""
-    return _require(_read_any_table(path), path, ["path", "label"]), None
+    df = _read_any_table(path)
+    needed = ["path", "label"] if labels or _has_label(df) else ["path"]
+    return _require(df, path, needed), None
 
 
 def url_id(url: str) -> str:
@@ -155,17 +166,71 @@ def url_id(url: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in ident) or "video"
 
 
-def _resolve_glob(name: str, base: Path, source: Path, row: int) -> str:
+class _Listings:
+    """``glob.glob`` over folders listed once: sorted names per folder, searched by prefix.
+
+    Resolving N rows with ``glob.glob`` lists the video folder N times and matches every name
+    each time (N² work: 12 s for 2,000 FVC rows, minutes for 10,000). Here each folder is
+    listed once and a pattern's literal prefix (``abc`` of ``abc.*``) is found by bisection.
+    Same rules as ``glob.glob(recursive=False)``: case-sensitive, and a wildcard never matches
+    a leading dot.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, list[str]] = {}
+        self._dirs: dict[str, list[str]] = {}
+
+    def names(self, folder: str) -> list[str]:
+        if folder not in self._names:
+            try:
+                self._names[folder] = sorted(os.listdir(folder or os.curdir))
+            except OSError:
+                self._names[folder] = []
+        return self._names[folder]
+
+    def glob(self, pattern: str) -> list[str]:
+        folder, name = os.path.split(pattern)
+        if folder not in self._dirs:
+            magic = _GLOB_CHARS & set(folder)
+            self._dirs[folder] = (
+                [d for d in self.glob(folder) if os.path.isdir(d)] if magic else [folder]
+            )
+        folders = self._dirs[folder]
+        if not _GLOB_CHARS & set(name):
+            paths = [os.path.join(f, name) for f in folders]
+            return [p for p in paths if os.path.lexists(p)]
+        prefix = name[: min(name.find(c) for c in _GLOB_CHARS if c in name)]
+        out = []
+        for f in folders:
+            names = self.names(f)
+            for i in range(bisect.bisect_left(names, prefix), len(names)):
+                candidate = names[i]
+                if not candidate.startswith(prefix):
+                    break
+                if candidate.startswith(".") and not name.startswith("."):
+                    continue
+                # Match the rest only: "*" of "abc.*" is one cached regex for every row,
+                # where the whole pattern would compile a new one per row.
+                if fnmatch.fnmatchcase(candidate[len(prefix) :], name[len(prefix) :]):
+                    out.append(os.path.join(f, candidate))
+        return out
+
+
+def _resolve_glob(
+    name: str, base: Path, source: Path, row: int, listings: _Listings | None = None
+) -> str:
     """``name`` itself, or the one video file its wildcards match under ``base``.
 
     Downloaders pick the extension (``{url_id}.*`` may be .mp4, .webm or .mkv). No match keeps
     the pattern (the row is then excluded as a missing file); two videos matching one row are
-    an error, since picking one could silently swap videos.
+    an error, since picking one could silently swap videos. Pass one ``listings`` for all rows
+    of a table (each folder is then listed once).
     """
     if not _GLOB_CHARS & set(name):
         return name
     pattern = os.path.join(base, os.path.expanduser(name))
-    matches = sorted(m for m in glob.glob(pattern) if os.path.isfile(m))
+    found = (listings or _Listings()).glob(pattern)
+    matches = sorted(m for m in found if os.path.isfile(m))
     videos = [m for m in matches if Path(m).suffix.lower() in VIDEO_EXTENSIONS] or matches
     if len(videos) > 1:
         raise DataError(
@@ -175,17 +240,21 @@ def _resolve_glob(name: str, base: Path, source: Path, row: int) -> str:
     return videos[0] if videos else name
 
 
-def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, None]:
+def _read_fvc(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, None]:
     """FVC.csv (``cascade_id, video_url, label``): map each URL to a local file.
 
     A ``path`` column wins; otherwise ``data.fvc_filename`` (default ``{url_id}.mp4``) is
     formatted with the row's columns plus ``url_id`` and ``row``, and may hold wildcards
     (``{url_id}.*``). ``cascade_id`` (near-duplicate reposts of one video) becomes the group.
     """
-    df = _require(_read_any_table(path), path, ["video_url", "label"])
+    df = _read_any_table(path)
+    df = _require(df, path, ["video_url", "label"] if labels or _has_label(df) else ["video_url"])
     if "path" not in df.columns:
         pattern = str(cfg.get("fvc_filename") or "{url_id}.mp4")
         paths = []
+        listings = _Listings()
         for row, rec in enumerate(df.to_dict("records"), 1):
             try:
                 name = pattern.format(**rec, url_id=url_id(rec["video_url"]), row=row)
@@ -194,7 +263,7 @@ def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame
                     f"{path}: data.fvc_filename {pattern!r} cannot be filled for row {row}: "
                     f"{exc!r}; columns: {list(df.columns)}"
                 ) from None
-            paths.append(_resolve_glob(name, base, path, row))
+            paths.append(_resolve_glob(name, base, path, row, listings))
         df["path"] = paths
     group_col = cfg.get("group_column")
     if group_col and group_col not in df.columns and "cascade_id" in df.columns:
@@ -202,47 +271,82 @@ def _read_fvc(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame
     return df, None
 
 
-def _read_list(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, list[int]]:
+def _read_list(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, list[int]]:
     """MMAction2 / PySlowFast list: one ``path label`` per line (# comments, blank lines ok).
 
     The label is the last whitespace-separated field, so paths may contain spaces. Rows are
-    line numbers, so error messages point at the line to fix.
+    line numbers, so error messages point at the line to fix. With ``labels=False`` a line may
+    be a bare path (one field, or a whole line ending in a video extension); then every line
+    must be one, since a list that labels some videos only is most likely a mistake.
     """
-    records, rows = [], []
+    records, rows, bare = [], [], []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
             parts = text.rsplit(None, 1)
-            if len(parts) != 2:
+            if not labels and (len(parts) == 1 or Path(text).suffix.lower() in VIDEO_EXTENSIONS):
+                bare.append(number)
+                parts = [text, ""]
+            elif len(parts) != 2:
                 raise DataError(f"{path}: line {number}: expected 'path label', got {text!r}")
             records.append({"path": parts[0], "label": parts[1]})
             rows.append(number)
+    if bare and len(bare) != len(rows):
+        labelled = next(r for r in rows if r not in bare)
+        raise DataError(
+            f"{path}: line {bare[0]} has no label but line {labelled} has one; label every "
+            "line or none"
+        )
+    if bare:
+        return pd.DataFrame({"path": [r["path"] for r in records]}), rows
     return pd.DataFrame(records, columns=["path", "label"]), rows
 
 
-def _read_folders(path: Path, cfg: dict[str, Any], base: Path) -> tuple[pd.DataFrame, None]:
+def _read_folders(
+    path: Path, cfg: dict[str, Any], base: Path, labels: bool = True
+) -> tuple[pd.DataFrame, None]:
     """One sub-folder per class (``root/real/*.mp4``, ``root/fake/*.mp4``), searched recursively.
 
     Files are listed in sorted order (rows are stable). A broken symlink with a video extension
-    is listed too, so it is reported as a missing file instead of silently disappearing.
+    is listed too, so it is reported as a missing file instead of silently disappearing. With
+    ``labels=False`` a folder without exactly two class folders is a plain folder of unlabelled
+    videos (every video file below it).
     """
     classes = {}
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(
-            f
-            for f in sub.rglob("*")
-            if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink())
+            (
+                f
+                for f in sub.rglob("*")
+                if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink())
+            ),
+            key=lambda f: f.parts,  # Path order, without Path.__lt__'s cost per comparison
         )
         if files:
             classes[sub.name] = files
+    if len(classes) != 2 and not labels:
+        files = sorted(
+            f
+            for f in path.rglob("*")
+            if f.suffix.lower() in VIDEO_EXTENSIONS and (f.is_file() or f.is_symlink())
+        )
+        return pd.DataFrame({"path": [os.path.abspath(f) for f in files]}), None
     if len(classes) != 2:
         raise DataError(
             f"{path}: expected 2 class folders with videos ({sorted(VIDEO_EXTENSIONS)}), found "
             f"{len(classes)}: {list(classes)}"
         )
-    records = [{"path": str(f), "label": name} for name, files in classes.items() for f in files]
+    # Absolute: ``path`` may be relative to the working directory, and resolving it again
+    # against ``data.root`` (or the folder itself) would double it.
+    records = [
+        {"path": os.path.abspath(f), "label": name}
+        for name, files in classes.items()
+        for f in files
+    ]
     return pd.DataFrame(records, columns=["path", "label"]), None
 
 
@@ -279,13 +383,14 @@ def detect_format(path: Path) -> str:
 
 
 def read_metadata_source(
-    metadata_path: str | os.PathLike[str], cfg: dict[str, Any]
+    metadata_path: str | os.PathLike[str], cfg: dict[str, Any], labels: bool = True
 ) -> pd.DataFrame:
     """Read any supported metadata format into ``row, path (absolute), label`` (+ extra columns).
 
     ``row`` is the 1-based data row (line number for list files; a user column named ``row``
     is replaced). Relative paths are resolved against ``data.root`` or, when that is null, the
-    metadata file's folder (the folder itself for the ``folders`` format).
+    metadata file's folder (the folder itself for the ``folders`` format). ``labels=False``
+    (predict sets) accepts sources without labels: the result then has no ``label`` column.
     """
     path = Path(metadata_path)
     if not path.exists():
@@ -302,7 +407,7 @@ def read_metadata_source(
     base = Path(
         os.path.expanduser(str(cfg.get("root") or (path if path.is_dir() else path.parent)))
     )
-    df, rows = _READERS[fmt](path, cfg, base)
+    df, rows = _READERS[fmt](path, cfg, base, labels=labels)
     if "row" in df.columns:
         log.warning("%s: column 'row' is replaced by the row number", path)
         df = df.drop(columns="row")

@@ -6,9 +6,11 @@ messages go to that file (and stderr, which SLURM captures) with timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -31,5 +33,16 @@ def setup_logging(
     logging.captureWarnings(True)
 
 
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
+@contextlib.contextmanager
+def exit_on(name: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Turn the expected input errors ``errors`` into one log line and exit status 1.
+
+    For rule scripts: a bad table or too few videos is the user's to fix, and the message
+    (which names the file and row) is all they need; a traceback would bury it. Any other
+    exception still propagates with its traceback (a bug or a resource problem).
+    """
+    try:
+        yield
+    except errors as exc:
+        logging.getLogger(name).error("%s", exc)
+        sys.exit(1)

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
+    brier_score_loss,
     confusion_matrix,
     f1_score,
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 
 #: Metrics where larger is better (used for best-model selection).
@@ -34,6 +37,15 @@ HIGHER_IS_BETTER = {
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
 COUNT_NAMES = ("tn", "fp", "fn", "tp")
+#: Threshold-free scores of the predicted probabilities (see :func:`score_metrics`).
+SCORE_NAMES = ("average_precision", "eer", "eer_threshold", "log_loss", "brier")
+#: How the decision threshold is chosen on the pooled out-of-fold predictions (``cv.threshold``).
+THRESHOLD_METHODS = ("eer", "youden")
+#: Threshold used where no ROC curve exists (one class only), and by the per-fold metrics.
+DEFAULT_THRESHOLD = 0.5
+#: Probabilities are clipped to [EPS, 1 - EPS] for the log loss, so a confident mistake costs a
+#: large but finite amount instead of infinity.
+EPS = 1e-7
 
 
 def binary_metrics(
@@ -75,3 +87,135 @@ def is_better(metric: str, new: float, best: float | None) -> bool:
     key = metric.removeprefix("val_")
     higher = HIGHER_IS_BETTER.get(metric, HIGHER_IS_BETTER.get(key, True))
     return new > best if higher else new < best
+
+
+def _check(y_true: Sequence[int] | np.ndarray, prob: Sequence[float] | np.ndarray):
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(prob, dtype=np.float64)
+    if y.shape != p.shape:
+        raise ValueError(f"labels and probabilities differ in length: {y.shape} vs {p.shape}")
+    return y, p
+
+
+def eer_point(
+    y_true: Sequence[int] | np.ndarray, prob_positive: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
+    """Equal error rate and its threshold: where the false positive and false negative rates meet.
+
+    On the ROC curve's steps the two rates rarely meet exactly; the EER is the mean of both rates
+    at the threshold where they are closest (the usual convention in face-forgery papers), and the
+    threshold is that point's score, capped at 1 (sklearn's first threshold is infinity, "never
+    positive"). NaN for both when only one class is present.
+    """
+    y, p = _check(y_true, prob_positive)
+    if len(np.unique(y)) < 2:
+        return math.nan, math.nan
+    fpr, tpr, thresholds = roc_curve(y, p)
+    fnr = 1.0 - tpr
+    i = int(np.argmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2), float(min(thresholds[i], 1.0))
+
+
+def youden_threshold(
+    y_true: Sequence[int] | np.ndarray, prob_positive: Sequence[float] | np.ndarray
+) -> float:
+    """Threshold maximising Youden's J = TPR - FPR (NaN with one class)."""
+    y, p = _check(y_true, prob_positive)
+    if len(np.unique(y)) < 2:
+        return math.nan
+    fpr, tpr, thresholds = roc_curve(y, p)
+    return float(min(thresholds[int(np.argmax(tpr - fpr))], 1.0))
+
+
+def choose_threshold(
+    y_true: Sequence[int] | np.ndarray, prob_positive: Sequence[float] | np.ndarray, method: str
+) -> float:
+    """The decision threshold for ``method``: ``eer`` (equal error rate) or ``youden`` (max J).
+
+    Chosen once on the pooled out-of-fold predictions and then applied unchanged to every other
+    set (predict sets), so no set's own labels leak into its decisions. Falls back to
+    :data:`DEFAULT_THRESHOLD` when the predictions hold one class only (no ROC curve exists).
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"cv.threshold: unknown method {method!r}; use one of {THRESHOLD_METHODS}")
+    if method == "eer":
+        value = eer_point(y_true, prob_positive)[1]
+    else:
+        value = youden_threshold(y_true, prob_positive)
+    return DEFAULT_THRESHOLD if math.isnan(value) else value
+
+
+#: Metrics that get bootstrap confidence intervals (on the pooled out-of-fold predictions).
+CI_NAMES = ("roc_auc", "average_precision", "accuracy")
+
+
+def bootstrap_ci(
+    y_true: Sequence[int] | np.ndarray,
+    prob_positive: Sequence[float] | np.ndarray,
+    threshold: float,
+    groups: Sequence[object] | np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of ROC-AUC, AP and accuracy (at ``threshold``).
+
+    With ``groups`` whole groups are resampled with replacement (a source's clips are not
+    independent: resampling single clips would make the interval too narrow). Resamples that
+    hold one class only are dropped for ROC-AUC and AP. The threshold stays fixed: the interval
+    covers the sampling of videos, not the choice of the threshold. NaN bounds when fewer than
+    two resamples were usable or ``n_resamples`` is 0.
+    """
+    y, p = _check(y_true, prob_positive)
+    nan = (math.nan, math.nan)
+    if n_resamples <= 0 or len(y) == 0:
+        return dict.fromkeys(CI_NAMES, nan)
+    if groups is None:
+        members = [np.array([i]) for i in range(len(y))]
+    else:
+        codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        members = np.split(order, bounds)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in CI_NAMES}
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(members), len(members))
+        idx = np.concatenate([members[g] for g in pick])
+        yb, pb = y[idx], p[idx]
+        draws["accuracy"].append(float(np.mean((pb >= threshold) == yb)))
+        if yb.min() != yb.max():
+            draws["roc_auc"].append(float(roc_auc_score(yb, pb)))
+            draws["average_precision"].append(float(average_precision_score(yb, pb)))
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name, values in draws.items():
+        if len(values) < 2:
+            out[name] = nan
+        else:
+            lo, hi = np.percentile(values, [tail, 100 - tail])
+            out[name] = (float(lo), float(hi))
+    return out
+
+
+def score_metrics(
+    y_true: Sequence[int] | np.ndarray, prob_positive: Sequence[float] | np.ndarray
+) -> dict[str, float]:
+    """Average precision (PR-AUC), EER and its threshold, log loss and Brier score.
+
+    These need no decision threshold. AP and EER are NaN with one class present; log loss and
+    Brier are defined for any non-empty set.
+    """
+    y, p = _check(y_true, prob_positive)
+    if len(y) == 0:
+        return dict.fromkeys(SCORE_NAMES, math.nan)
+    both = len(np.unique(y)) == 2
+    eer, eer_thr = eer_point(y, p)
+    q = np.clip(p, EPS, 1 - EPS)
+    return {
+        "average_precision": float(average_precision_score(y, p)) if both else math.nan,
+        "eer": eer,
+        "eer_threshold": eer_thr,
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
+        "brier": float(brier_score_loss(y, p, pos_label=1)),
+    }

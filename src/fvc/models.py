@@ -5,26 +5,70 @@ Every model maps a float clip batch ``(B, C, T, H, W)`` (normalised by
 (``fake``), so ``softmax(logits)[:, 1]`` is ``prob_fake`` and the loss is a (class-weighted)
 cross-entropy.
 
-Nothing is ever downloaded: torchvision models are built with ``weights=None`` and optionally
-initialised from a local state-dict file (``model.weights``). A classifier head whose shape does
-not fit two classes (e.g. Kinetics-400 weights) is skipped with a log line; any other mismatch is
-an error, so a wrong weights file cannot silently train from scratch.
+``model.weights`` (issue 9) is either a torchvision weight name of the chosen architecture
+(``KINETICS400_V1``, ``DEFAULT``, or the full ``R3D_18_Weights.KINETICS400_V1``), fetched by
+torchvision's own code into its cache (``torch.hub.get_dir()/checkpoints``, i.e. ``TORCH_HOME``)
+on first use, or a local state-dict file. Where the fetch cannot happen (an offline node)
+:func:`fetch_weights` raises :class:`WeightsUnavailable`, one line naming the URL and the exact
+file to place there. A classifier head whose shape does not fit two classes (Kinetics-400
+weights) is re-initialised with a log line; any other mismatch is an error, so a wrong weights
+file cannot silently train from scratch. With torchvision weights the input normalisation is the
+weights' own (:func:`input_normalization`).
+
+Fine-tuning (``train.backbone_lr_scale``, ``train.freeze_backbone_epochs``,
+``train.warmup_epochs``): :func:`param_groups` (head at ``lr``, backbone at ``lr * scale``),
+:func:`set_backbone_frozen` / :func:`backbone_frozen` (a function of the epoch, so a resumed run
+recomputes it) and :func:`warmup_scheduler` (the LR factor is a closed-form function of the
+epoch). The backbone is every parameter outside the classifier head.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import nn
 from torchvision.models import video as tv_video
+from torchvision.models._api import WeightsEnum
 
 log = logging.getLogger(__name__)
 
 NUM_CLASSES = 2
+
+#: Kinetics-400 statistics (torchvision's video transforms); the input normalisation without
+#: torchvision weights (small3d, a local state dict).
+DEFAULT_MEAN = (0.43216, 0.394666, 0.37645)
+DEFAULT_STD = (0.22803, 0.22145, 0.216989)
+
+#: The ``train`` keys of fine-tuning, with their "off" defaults.
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "backbone_lr_scale": 1.0,
+    "freeze_backbone_epochs": 0,
+    "warmup_epochs": 0,
+}
+
+#: Seconds a weights download may wait for the server (urllib has no timeout of its own).
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class WeightsError(ValueError):
+    """``model.weights`` cannot be used; the message is one line naming the key and the file."""
+
+
+class WeightsFileMissing(WeightsError, FileNotFoundError):
+    """``model.weights`` names a local file that does not exist."""
+
+
+class WeightsUnavailable(WeightsError):
+    """torchvision weights are not in the cache and cannot be downloaded (offline node)."""
 
 
 class Small3D(nn.Module):
@@ -95,17 +139,145 @@ REGISTRY: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
 }
 
 
-def build_model(model_cfg: dict[str, Any]) -> nn.Module:
-    """Build ``model_cfg["name"]`` with a two-logit head; load ``model_cfg["weights"]`` if set."""
+def _registry_entry(model_cfg: dict[str, Any]) -> tuple[str, Callable, str]:
     name = model_cfg.get("name", "small3d")
     if name not in REGISTRY:
         raise ValueError(f"model.name: unknown model {name!r}; valid names: {', '.join(REGISTRY)}")
-    builder, head_prefix = REGISTRY[name]
+    return name, *REGISTRY[name]
+
+
+def build_model(model_cfg: dict[str, Any], progress: bool = True) -> nn.Module:
+    """Build ``model_cfg["name"]`` with a two-logit head; load ``model_cfg["weights"]`` if set.
+
+    torchvision weight names go through torchvision's own loader (``weights.get_state_dict``:
+    the cached file, else a download, with a ``progress`` bar on stderr).
+    """
+    _, builder, head_prefix = _registry_entry(model_cfg)
     model = builder(model_cfg)
-    weights = model_cfg.get("weights")
-    if weights:
-        load_weights(model, weights, head_prefix)
+    tv_weights = torchvision_weights(model_cfg)
+    if tv_weights is not None:
+        state = _fetch_state_dict(model_cfg, tv_weights, progress)
+        _load_state(model, state, f"{tv_weights!r} ({weights_cache_path(tv_weights)})", head_prefix)
+    elif model_cfg.get("weights"):
+        load_weights(model, model_cfg["weights"], head_prefix)
     return model
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def torchvision_weights(model_cfg: dict[str, Any]) -> WeightsEnum | None:
+    """The torchvision weights ``model.weights`` names, or None for a path / no weights.
+
+    A value is a name when it is a member of the architecture's weights enum
+    (``torchvision.models.get_model_weights(name)``: ``KINETICS400_V1``, ``DEFAULT``) or
+    ``<Enum>.<member>`` (``R3D_18_Weights.KINETICS400_V1``). A value that looks like a name
+    (letters, digits and underscores, or ``<X>_Weights.<member>``), is not an existing file and
+    is no such member is an error listing the valid names; anything else is a local path.
+    """
+    value = model_cfg.get("weights")
+    if not value:
+        return None
+    value = str(value)
+    name = model_cfg.get("name", "small3d")
+    try:
+        enum = torchvision.models.get_model_weights(name) if name != "small3d" else None
+    except ValueError:
+        enum = None
+    members = list(enum.__members__) if enum is not None else []
+    member = value.removeprefix(f"{enum.__name__}.") if enum is not None else value
+    if enum is not None and member in members:
+        return enum[member]
+    looks_like_name = (
+        value.replace("_", "").isalnum() or value.split(".")[0].endswith("_Weights")
+    ) and not Path(value).exists()
+    if looks_like_name:
+        valid = ", ".join(members) if members else "none (train it from scratch or give a path)"
+        raise WeightsError(
+            f"model.weights: {value!r} is neither a local file nor torchvision weights of "
+            f"model.name {name!r} (valid names: {valid}; or a state-dict path)"
+        )
+    return None
+
+
+def weights_cache_path(weights: WeightsEnum) -> Path:
+    """Where torchvision keeps ``weights``: ``torch.hub.get_dir()/checkpoints/<URL file name>``.
+
+    The same path ``torch.hub.load_state_dict_from_url`` reads and downloads to (``TORCH_HOME``,
+    default ``~/.cache/torch``, decides ``get_dir()``).
+    """
+    name = os.path.basename(urlparse(weights.url).path)
+    return Path(torch.hub.get_dir()).resolve() / "checkpoints" / name
+
+
+def _fetch_state_dict(
+    model_cfg: dict[str, Any], weights: WeightsEnum, progress: bool
+) -> dict[str, Any]:
+    """torchvision's loader for ``weights`` (cache, else download), errors as one line."""
+    path = weights_cache_path(weights)
+    what = f"model.weights: {model_cfg.get('weights')} ({weights!r})"
+    cached = path.is_file()
+    previous = socket.getdefaulttimeout()
+    if previous is None:  # a silently dropped connection must not hang the job forever
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return weights.get_state_dict(
+            progress=progress, check_hash=True, map_location="cpu", weights_only=True
+        )
+    except Exception as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        if cached:
+            raise WeightsError(
+                f"{what}: cannot load the cached file {path}: {reason} (delete it to download "
+                "again)"
+            ) from None
+        raise WeightsUnavailable(
+            f"{what}: cannot download {weights.url} ({reason}); on a machine with internet "
+            f"fetch that URL and place the file at {path} (TORCH_HOME decides the folder), then "
+            "rerun"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def fetch_weights(model_cfg: dict[str, Any], progress: bool = True) -> Path | None:
+    """The local file ``model.weights`` resolves to, downloading torchvision weights first.
+
+    Called at the start of a job, before anything is written: a missing file or an offline node
+    fails here with one line (:class:`WeightsError` / :class:`WeightsUnavailable`). None
+    without weights. The path also goes into the resume fingerprint.
+    """
+    if not model_cfg.get("weights"):
+        return None
+    tv_weights = torchvision_weights(model_cfg)
+    if tv_weights is None:
+        path = Path(model_cfg["weights"])
+        if not path.is_file():
+            raise WeightsFileMissing(
+                f"model.weights: file {path} does not exist (give a local state-dict file, a "
+                "torchvision weight name such as KINETICS400_V1, or null)"
+            )
+        return path
+    path = weights_cache_path(tv_weights)
+    if not path.is_file():
+        log.info("model.weights: downloading %r from %s to %s", tv_weights, tv_weights.url, path)
+        _fetch_state_dict(model_cfg, tv_weights, progress)
+    return path
+
+
+def input_normalization(
+    model_cfg: dict[str, Any],
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per RGB channel of the model input (frames scaled to 0..1).
+
+    With torchvision weights: the weights' own transforms (``weights.transforms().mean/std``);
+    otherwise the Kinetics-400 statistics :data:`DEFAULT_MEAN` / :data:`DEFAULT_STD`.
+    """
+    tv_weights = torchvision_weights(model_cfg)
+    if tv_weights is None:
+        return DEFAULT_MEAN, DEFAULT_STD
+    preset = tv_weights.transforms()
+    return tuple(float(v) for v in preset.mean), tuple(float(v) for v in preset.std)
 
 
 def _head_key(key: str, head_prefix: str) -> bool:
@@ -121,18 +293,23 @@ def load_weights(model: nn.Module, path: str | Path, head_prefix: str) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"model.weights: file {path} does not exist (nothing is downloaded; give a local "
-            "state-dict file or set model.weights: null)"
+        raise WeightsFileMissing(
+            f"model.weights: file {path} does not exist (give a local state-dict file, a "
+            "torchvision weight name such as KINETICS400_V1, or null)"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"model.weights: cannot load {path}: {exc}") from exc
+        raise WeightsError(f"model.weights: cannot load {path}: {exc}") from exc
+    _load_state(model, state, str(path), head_prefix)
+
+
+def _load_state(model: nn.Module, state: Any, path: str, head_prefix: str) -> None:
+    """Copy ``state`` into ``model`` (see :func:`load_weights`); ``path`` names the source."""
     if isinstance(state, dict) and "model_state" in state:
         state = state["model_state"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"model.weights: {path} is not a state dict (name -> tensor)")
+        raise WeightsError(f"model.weights: {path} is not a state dict (name -> tensor)")
     own = model.state_dict()
     # torchvision files name the resnet head fc.weight; ours is fc.1.weight (dropout at fc.0)
     renamed = {}
@@ -148,15 +325,17 @@ def load_weights(model: nn.Module, path: str | Path, head_prefix: str) -> None:
         elif _head_key(key, head_prefix):
             skipped.append(key)
         elif key in own:
-            raise ValueError(
+            raise WeightsError(
                 f"model.weights: {path}: tensor {key} has shape {tuple(value.shape)}, "
                 f"the model expects {tuple(own[key].shape)} (wrong model.name?)"
             )
         else:
-            raise ValueError(f"model.weights: {path}: unexpected tensor {key} (wrong model.name?)")
+            raise WeightsError(
+                f"model.weights: {path}: unexpected tensor {key} (wrong model.name?)"
+            )
     missing = [k for k in own if k not in usable and not _head_key(k, head_prefix)]
     if missing:
-        raise ValueError(
+        raise WeightsError(
             f"model.weights: {path} lacks {len(missing)} tensors, e.g. {missing[:3]} "
             "(wrong model.name?)"
         )
@@ -172,3 +351,103 @@ def load_weights(model: nn.Module, path: str | Path, head_prefix: str) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (logged at start so model size is visible in the log)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def head_prefix(model: nn.Module) -> str:
+    """Parameter-name prefix of ``model``'s classifier head (everything else is the backbone)."""
+    if isinstance(model, Small3D):
+        return "head."
+    if isinstance(model, tv_video.VideoResNet):
+        return "fc."
+    if isinstance(model, tv_video.S3D):
+        return "classifier."
+    raise ValueError(f"no classifier head known for {type(model).__name__}")
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(backbone, head) parameters of ``model``, each in ``named_parameters`` order."""
+    prefix = head_prefix(model)
+    backbone, head = [], []
+    for name, p in model.named_parameters():
+        (head if name.startswith(prefix) else backbone).append(p)
+    return backbone, head
+
+
+def param_groups(model: nn.Module, train_cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the head at ``train.lr``, the backbone at ``lr * scale``.
+
+    ``train.backbone_lr_scale`` 1.0 (off) gives one group of all parameters, exactly the
+    optimizer without fine-tuning. Otherwise two groups, the head first (so
+    ``param_groups[0]["lr"]`` is the schedule of ``train.lr`` the history logs). The groups are
+    a function of the config, so a resumed run's optimizer matches its checkpoint; frozen
+    parameters stay in their group (no gradient, no update).
+    """
+    scale = float(train_cfg.get("backbone_lr_scale", 1.0))
+    lr = float(train_cfg["lr"])
+    if scale < 0:
+        raise ValueError(f"train.backbone_lr_scale: {scale} must be >= 0")
+    if scale == 1.0:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    backbone, head = split_parameters(model)
+    return [
+        {"params": head, "lr": lr, "name": "head"},
+        {"params": backbone, "lr": lr * scale, "name": "backbone"},
+    ]
+
+
+def backbone_frozen(train_cfg: dict[str, Any], epoch: int) -> bool:
+    """Whether epoch ``epoch`` (1-based) trains with a frozen backbone.
+
+    ``train.freeze_backbone_epochs`` N: epochs 1..N train the head only.
+    """
+    return epoch <= int(train_cfg.get("freeze_backbone_epochs", 0))
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (``requires_grad=False``, gradients dropped) or unfreeze the backbone parameters.
+
+    A frozen parameter gets no gradient, so AdamW neither updates nor decays it. BatchNorm
+    running statistics of the backbone keep adapting in training mode (they are buffers, not
+    parameters). Idempotent; call it at the start of every epoch (and after a resume).
+    """
+    backbone, _ = split_parameters(model)
+    for p in backbone:
+        p.requires_grad_(not frozen)
+        if frozen:
+            p.grad = None
+
+
+def lr_factor(train_cfg: dict[str, Any], epoch_index: int) -> float:
+    """Multiplier of the peak LR in epoch ``epoch_index + 1`` (0-based, as LambdaLR counts).
+
+    Linear warm-up over ``train.warmup_epochs`` W: epoch k (1..W) trains at ``k / (W + 1)`` of
+    the peak; then the ``train.scheduler`` schedule runs over the remaining epochs: ``none``
+    (1), ``step`` (x0.1 every third of them) or ``cosine`` (to 0 after the last epoch).
+    """
+    w, epochs = int(train_cfg.get("warmup_epochs", 0)), int(train_cfg["epochs"])
+    if epoch_index < w:
+        return (epoch_index + 1) / (w + 1)
+    e, span = epoch_index - w, max(1, epochs - w)
+    kind = train_cfg["scheduler"]
+    if kind == "none":
+        return 1.0
+    if kind == "step":
+        return 0.1 ** (e // max(1, span // 3))
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
+    raise ValueError(f"train.scheduler: unknown schedule {kind!r} (none, step or cosine)")
+
+
+def warmup_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]) -> Any:
+    """Per-epoch ``LambdaLR`` of :func:`lr_factor` (warm-up, then ``train.scheduler``).
+
+    The factor is a closed-form function of the epoch counter, which the scheduler state in a
+    checkpoint restores: a resumed run trains each epoch at the same LR. Each parameter group
+    keeps its own peak (the backbone's is ``lr * backbone_lr_scale``).
+    """
+    if int(train_cfg.get("warmup_epochs", 0)) < 0:
+        raise ValueError(f"train.warmup_epochs: {train_cfg['warmup_epochs']} must be >= 0")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(train_cfg, e))

@@ -3,12 +3,15 @@
 The assignment is a pure function of the usable videos, ``cv.n_splits``, ``cv.seed`` and
 ``cv.group_column``: rows are sorted by ``video_id`` first, so the order in which upstream stages
 happened to write rows cannot change the folds, and no ``train.*`` or ``augment.*`` setting can.
+``cv.group_column`` names the metadata column that groups clips; ``load_data`` copies its values
+into the ``group`` column of the clip index, which is what the folds are grouped by.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,12 +58,12 @@ def assign_folds(index: pd.DataFrame, cv_cfg: dict[str, Any]) -> pd.DataFrame:
     y = df["label"].to_numpy()
     fold = np.full(len(df), -1, dtype=np.int64)
     if group_column:
-        if group_column not in df.columns:
+        if "group" not in df.columns:
             raise SplitError(
-                f"cv.group_column={group_column!r} is not a column of the clip index "
+                f"cv.group_column={group_column!r}: the clip index has no group column "
                 f"(columns: {', '.join(df.columns)})"
             )
-        groups = df[group_column].astype(str).to_numpy()
+        groups = df["group"].astype(str).to_numpy()
         n_groups = len(np.unique(groups))
         if n_groups < n_splits:
             raise SplitError(
@@ -102,15 +105,59 @@ def fold_summary(splits: pd.DataFrame, group_column: str | None = "group") -> pd
     return pd.DataFrame(rows)
 
 
+def fold_changes(previous: pd.DataFrame, splits: pd.DataFrame) -> dict[str, int]:
+    """How the fold assignment moved, matching videos by ``path`` (a video's identity; its
+    ``video_id`` is a row number and shifts when rows are inserted).
+
+    ``moved``: in both, another fold now; ``kept``: same fold; ``new`` / ``gone``: in one only.
+    """
+    before = dict(zip(previous["path"], previous["fold"], strict=True))
+    after = dict(zip(splits["path"], splits["fold"], strict=True))
+    common = before.keys() & after.keys()
+    moved = sum(int(before[p]) != int(after[p]) for p in common)
+    return {
+        "moved": moved,
+        "kept": len(common) - moved,
+        "new": len(after.keys() - before.keys()),
+        "gone": len(before.keys() - after.keys()),
+    }
+
+
+def _log_fold_changes(previous_path: Path, splits: pd.DataFrame) -> None:
+    try:
+        previous = pd.read_parquet(previous_path, columns=["path", "fold"])
+    except FileNotFoundError:
+        log.info("fold changes: no previous splits.parquet to compare with (first split)")
+        return
+    except Exception as exc:  # a damaged copy only loses the comparison
+        log.warning("fold changes: cannot read the previous splits %s: %s", previous_path, exc)
+        return
+    c = fold_changes(previous, splits)
+    log.info(
+        "fold changes vs the previous splits.parquet: %d of %d videos changed fold, %d kept "
+        "their fold, %d new, %d gone%s",
+        c["moved"], c["moved"] + c["kept"], c["kept"], c["new"], c["gone"],
+        "" if any(c[k] for k in ("moved", "new", "gone")) else " (same folds)",
+    )  # fmt: skip
+
+
 def split_dataset(
     index_path: str | os.PathLike[str],
     out_splits: str | os.PathLike[str],
     out_summary: str | os.PathLike[str],
     cv_cfg: dict[str, Any],
+    previous: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """Read the clip index, assign folds, write splits.parquet and the per-fold summary."""
+    """Read the clip index, assign folds, write splits.parquet and the per-fold summary.
+
+    ``previous`` is where a copy of the last assignment is kept (Snakemake deletes
+    splits.parquet before rerunning this rule): when given, the log says how many videos
+    changed folds since then, and the copy is replaced by this assignment.
+    """
     index = pd.read_parquet(index_path)
     splits = assign_folds(index, cv_cfg)
+    if previous is not None:
+        _log_fold_changes(Path(previous), splits)
     summary = fold_summary(splits)
     overall = float(splits["label"].mean())
     for row in summary.itertuples():
@@ -133,4 +180,6 @@ def split_dataset(
             )
     io.write_parquet(out_splits, splits[SPLIT_COLUMNS])
     io.write_tsv(out_summary, summary)
+    if previous is not None:
+        io.write_parquet(previous, splits[SPLIT_COLUMNS])
     return splits

@@ -51,7 +51,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> float:
     denom = w.sum()
     total = torch.zeros((), device=run.device)
     for i in range(0, len(y), micro):
-        xb = to_model_input(x[i : i + micro], run.device)
+        xb = to_model_input(x[i : i + micro], run.device, run.norm)
         with autocast(run.device, run.amp):
             logits = run.model(xb)
         per_sample = F.cross_entropy(logits.float(), y[i : i + micro], reduction="none")

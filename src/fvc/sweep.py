@@ -25,10 +25,10 @@ FIXED_KEYS = {
     ("data", "demo"): "the generated demo dataset is shared by all variants",
     ("data", "workers"): "decoder processes are an operational setting of the whole run",
 }
-#: The data keys that decide which videos are usable (load_data).
-LOAD_KEYS = ("metadata", "root", "format", "fvc_filename", "positive_label", "group_column")
+#: The data keys that decide which videos are usable (load_data); cv.group_column joins them.
+LOAD_KEYS = ("metadata", "root", "format", "fvc_filename", "positive_label")
 #: The data keys that decide the decoded clips (preprocess).
-DECODE_KEYS = ("num_frames", "size", "short_videos")
+DECODE_KEYS = ("num_frames", "size", "short_videos", "resize")
 #: Stages with keyed, shared artifacts, upstream first; "train" keys the trained folds.
 STAGES = ("load", "decode", "augment", "train")
 _KEY_LEN = 10
@@ -100,13 +100,29 @@ def _hash(obj: Any) -> str:
 
 
 def load_params(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The data keys of ``cfg`` that decide which videos are usable (not how they decode)."""
-    return {k: cfg["data"][k] for k in LOAD_KEYS}
+    """The keys of ``cfg`` that decide which videos are usable and their groups (not how they
+    decode): :data:`LOAD_KEYS` of ``data``, plus ``cv.group_column``, the metadata column
+    copied into each video's group.
+    """
+    return {
+        **{k: cfg["data"][k] for k in LOAD_KEYS},
+        "group_column": cfg["cv"]["group_column"],
+    }
 
 
 def decode_params(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The data keys of ``cfg`` that decide the decoded clips."""
-    return {k: cfg["data"][k] for k in DECODE_KEYS}
+    """The data keys of ``cfg`` that decide the decoded clips: :data:`DECODE_KEYS`, and
+    ``clips_per_video`` and ``frame_stride`` only when they differ from their defaults (1,
+    null/0), so a run made before they existed is not decoded again (the params of a finished
+    preprocess job stay the same).
+    """
+    data = cfg["data"]
+    params = {k: data[k] for k in DECODE_KEYS}
+    if data.get("clips_per_video", 1) != 1:
+        params["clips_per_video"] = data["clips_per_video"]
+    if data.get("frame_stride"):
+        params["frame_stride"] = data["frame_stride"]
+    return params
 
 
 def stage_keys(cfg: dict[str, Any]) -> dict[str, str]:

@@ -44,6 +44,7 @@ from fvc.datasets import (
     epoch_batches,
     load_fold,
     to_model_input,
+    video_scores,
 )
 from fvc.fold_state import (
     HISTORY_COLUMNS,
@@ -60,7 +61,15 @@ from fvc.fold_state import (
     restore_checkpoint,
 )
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, is_oom_error
-from fvc.models import build_model, count_parameters
+from fvc.models import (
+    WeightsError,
+    backbone_frozen,
+    build_model,
+    count_parameters,
+    fetch_weights,
+    input_normalization,
+    set_backbone_frozen,
+)
 from fvc.step import autocast, first_line, robust_step, train_step
 
 __all__ = [  # the loop, and what callers imported from here before the split
@@ -152,21 +161,24 @@ def evaluate(
     batch_size: int,
     amp: bool = False,
     memlog: MemoryLog | None = None,
+    norm: tuple[Any, Any] | None = None,
 ) -> tuple[float, np.ndarray, int]:
-    """Mean cross-entropy and P(fake) per clip, in ``data`` order.
+    """Mean cross-entropy (over all windows) and P(fake) per video, in ``data`` order.
 
-    Halves its batch on OOM (down to 1) and returns the batch size that worked, so the next
-    epoch starts there.
+    Every window of every video is scored (``data.clips_per_video``); a video's P(fake) is the
+    mean of its windows' (:func:`fvc.datasets.video_scores`). Halves its batch on OOM (down to
+    1) and returns the batch size that worked, so the next epoch starts there.
     """
     model.eval()
-    n = len(data)
+    items, windows = data.window_items()  # clips_per_video hook: every (video, window) pair
+    n = len(items)
     probs, loss_sum, i = np.empty(n, dtype=np.float64), 0.0, 0
     while i < n:
         error = None
         try:
-            x, y = data.get_batch(np.arange(i, min(n, i + batch_size)))
+            x, y = data.get_batch(items[i : i + batch_size], windows[i : i + batch_size])
             with autocast(device, amp):
-                logits = model(to_model_input(x, device))
+                logits = model(to_model_input(x, device, norm))
             logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, y.to(device), reduction="sum"))
             probs[i : i + len(y)] = torch.softmax(logits, 1)[:, 1].cpu().numpy()
@@ -181,7 +193,7 @@ def evaluate(
         log.warning("OOM during evaluation (%s); eval batch -> %d", error, batch_size)
         if memlog is not None:
             memlog.event("eval_oom", error=error, eval_batch_size=batch_size)
-    return loss_sum / max(n, 1), probs, batch_size
+    return loss_sum / max(n, 1), video_scores(probs, items), batch_size
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -198,7 +210,7 @@ def end_epoch(run: Run, e: int, data: FoldData, tc: dict[str, Any]) -> tuple[dic
     # a micro-batch that fits training fits evaluation (no stored activations)
     eval_batch = min(prog.eval_batch_size, prog.micro_batch_size)
     val_loss, probs, prog.eval_batch_size = evaluate(
-        run.model, data.val, run.device, eval_batch, run.amp, run.memlog
+        run.model, data.val, run.device, eval_batch, run.amp, run.memlog, run.norm
     )
     if not np.all(np.isfinite(probs)):
         raise TrainingFailed(
@@ -234,6 +246,9 @@ def fit_fold(
     Raises :class:`TrainingInterrupted` after checkpointing on SIGTERM/SIGUSR1 or at the budget.
     """
     model_cfg, tc = fold_config(model_cfg, train_cfg)
+    # model.weights first: an offline node without cached torchvision weights (or a missing
+    # file) stops here with one line (WeightsError), before anything is written
+    weights_file = fetch_weights(model_cfg)
     policy = MemoryPolicy.from_config(memory_cfg)
     # handlers first: a signal during set-up must still end in a checkpoint, not a dead process
     with ckpt.StopControl(runtime_min, tc["time_margin_s"], started_at) as stop:
@@ -242,9 +257,7 @@ def fit_fold(
         dev = pick_device(device)
         ckpt_dir = Path(checkpoint_dir)
         data = load_fold(**dataclasses.asdict(inputs), fold=fold)
-        files = dataclasses.asdict(inputs) | (
-            {"weights": model_cfg["weights"]} if model_cfg["weights"] else {}
-        )
+        files = dataclasses.asdict(inputs) | ({"weights": weights_file} if weights_file else {})
         fp = ckpt.fingerprint(fold, model_cfg, tc, files)
         decision = ckpt.choose_resume(ckpt_dir, fp)
         log.info(f"fold {fold}: {decision.reason}")
@@ -255,6 +268,7 @@ def fit_fold(
         model = build_model(model_cfg).to(dev)
         memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
         run = new_run(model, tc, dev, data.train.labels, policy, memlog, micro_batch_size)
+        run.norm = input_normalization(model_cfg)
         if decision.state is not None:
             restore_checkpoint(run, decision.state)
         prog = run.prog
@@ -322,9 +336,13 @@ def _epochs(
     prog, policy = run.prog, run.policy
     while prog.epoch < tc["epochs"] and not prog.stopped_early:
         e = prog.epoch + 1
+        # a function of the epoch: a resumed run freezes exactly as the interrupted one did
+        if tc["freeze_backbone_epochs"]:
+            set_backbone_frozen(run.model, backbone_frozen(tc, e))
         batches = epoch_batches(
             data.train.labels, tc["batch_size"], tc["seed"], fold, e, tc["sampler"]
         )
+        data.train.set_epoch(tc["seed"], fold, e)  # clips_per_video: this epoch's windows
         reason = train_one_epoch(
             run,
             data.train,
@@ -378,6 +396,9 @@ def run_fold(*args: Any, **kwargs: Any) -> int:
         fit_fold(*args, **kwargs)
     except TrainingInterrupted:
         return EXIT_RESUMABLE
+    except WeightsError as exc:  # one line (URL and where to put the file), nothing written
+        log.error("%s", exc)
+        return 1
     finally:
         aggressive_gc()
     return 0

@@ -7,7 +7,10 @@ callers can exclude a video with a readable reason instead of crashing the stage
   the video packets by demuxing (no decoding), which both gives the frame count when the container
   does not store one and catches silently truncated faststart MP4s (their index promises more
   frames than the file holds), and decodes the first frame so an undecodable stream fails early.
-- :func:`decode_clip`: ``num_frames`` uniformly sampled frames, letterboxed to ``size x size`` RGB.
+- :func:`decode_clip`: ``num_frames`` uniformly sampled frames, letterboxed to ``size x size`` RGB
+  (or, with ``data.resize: short_side_crop``, short side scaled and centre-cropped).
+  :func:`decode_windows` decodes ``data.clips_per_video`` temporal windows of them in one pass
+  (frames :func:`window_indices`, ``data.frame_stride`` apart); ``decode_clip`` is its C = 1.
   It decodes sequentially and stops after the last needed frame; for long videos with sparse
   samples it seeks to the keyframe before a sample when that skips enough frames.
 
@@ -47,6 +50,12 @@ TRUNCATED_FRAMES_TOLERANCE = 0.02
 TRUNCATED_DURATION_FRACTION = 0.9
 #: swscale interpolation of the letterbox resize (see :func:`_to_letterbox`).
 INTERPOLATION = "BILINEAR"
+#: ``data.resize: short_side_crop`` scales the short side to ``size * SHORT_SIDE_RATIO`` before
+#: the centre crop: torchvision's Kinetics preset resizes to 128 x 171 and crops 112 (s3d: 256,
+#: 224), i.e. the crop is 112/128 = 7/8 of the short side.
+SHORT_SIDE_RATIO = 128 / 112
+#: The ``data.resize`` modes (see :func:`decode_clip`).
+RESIZE_MODES = ("letterbox", "short_side_crop")
 #: Demuxers that "open" files that are not videos: text as ANSI art, single still images.
 NOT_VIDEO_FORMATS = frozenset({"tty", "image2", "bin", "txt"})
 
@@ -222,6 +231,55 @@ def sample_indices(n_frames: int, num_frames: int) -> np.ndarray:
     return ((np.arange(num_frames) + 0.5) * n_frames / num_frames).astype(np.int64)
 
 
+def window_settings(data_cfg: dict[str, Any]) -> tuple[int, int | None]:
+    """``(clips_per_video, frame_stride)`` from the ``data`` config, checked (one-line errors).
+
+    ``frame_stride`` null or 0 both mean "spread" and come back as None.
+    """
+    clips = data_cfg.get("clips_per_video", 1)
+    if clips is None:
+        clips = 1
+    if isinstance(clips, bool) or not isinstance(clips, int | np.integer) or clips < 1:
+        raise ValueError(f"data.clips_per_video must be an integer >= 1, got {clips!r}")
+    stride = data_cfg.get("frame_stride")
+    if stride is not None and (
+        isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 0
+    ):
+        raise ValueError(f"data.frame_stride must be null or an integer >= 0, got {stride!r}")
+    return int(clips), (int(stride) or None) if stride is not None else None
+
+
+def window_indices(
+    n_frames: int, num_frames: int, clips_per_video: int = 1, frame_stride: int | None = None
+) -> np.ndarray:
+    """Frame indices of ``clips_per_video`` (C) temporal windows of ``num_frames`` (T): (C, T).
+
+    ``frame_stride`` null/0 (spread): the video is cut into C equal segments and window c holds
+    T frames spread uniformly over segment c, i.e. ``sample_indices(n_frames, C * T)`` cut into
+    C rows; with C = 1 this is the whole-video sampling of :func:`sample_indices`. Frames repeat
+    when the video has fewer than C * T frames.
+
+    ``frame_stride`` s >= 1: each window holds T frames s apart (it spans ``(T - 1) * s + 1``
+    frames); window c is centred on the centre of segment c (C = 1: the middle of the video),
+    moved inside the video at its ends. A video shorter than the span gets the largest stride
+    that fits (at least 1, so the windows then overlap); one shorter than T frames falls back to
+    :func:`sample_indices` (frames repeat) for every window.
+    """
+    if n_frames <= 0:
+        raise ValueError(f"n_frames must be positive, got {n_frames}")
+    c, t = int(clips_per_video), int(num_frames)
+    if not frame_stride:
+        return sample_indices(n_frames, c * t).reshape(c, t)
+    if n_frames < t:
+        return np.tile(sample_indices(n_frames, t), (c, 1))
+    stride = min(int(frame_stride), (n_frames - 1) // max(t - 1, 1))
+    span = (t - 1) * stride + 1
+    # start of window k: centre of segment k minus half the span, in integers, inside the video
+    starts = ((2 * np.arange(c) + 1) * n_frames - c * span) // (2 * c)
+    starts = np.clip(starts, 0, n_frames - span)
+    return (starts[:, None] + stride * np.arange(t)[None, :]).astype(np.int64)
+
+
 def _letterbox_geometry(frame: av.VideoFrame, size: int, sar: float) -> tuple[int, int, int]:
     """(scaled stored width, scaled stored height, rotation quarter-turns) for the letterbox.
 
@@ -264,6 +322,53 @@ def _to_letterbox(
     return out
 
 
+def _short_side_crop_geometry(
+    frame: av.VideoFrame, size: int, sar: float
+) -> tuple[int, int, int, int]:
+    """(scaled stored width, scaled stored height, rotation quarter-turns, short side).
+
+    The displayed picture (after ``sar`` and rotation) is scaled, aspect kept, so that its short
+    side is ``round(size * SHORT_SIDE_RATIO)`` (at least ``size``).
+    """
+    quarter = round(int(frame.rotation or 0) / 90) % 4
+    disp_w, disp_h = frame.width * sar, float(frame.height)
+    if quarter % 2:
+        disp_w, disp_h = disp_h, disp_w
+    short = max(size, round(size * SHORT_SIDE_RATIO))
+    scale = short / min(disp_w, disp_h)
+    out_w = max(size, round(disp_w * scale))
+    out_h = max(size, round(disp_h * scale))
+    if quarter % 2:
+        out_w, out_h = out_h, out_w  # back to the stored orientation for the scaler
+    return out_w, out_h, quarter, short
+
+
+def _to_short_side_crop(
+    frame: av.VideoFrame, size: int, sar: float, scaler: VideoReformatter
+) -> np.ndarray:
+    """Kinetics-style: scale the short side to ``size * 128/112`` (aspect kept), centre-crop.
+
+    For a 4:3 video and ``size`` 112 this is torchvision's ``VideoClassification`` preset of
+    the Kinetics-400 weights (resize to 128 x 171, centre crop 112 x 112); other aspect ratios
+    keep their shape instead of being squeezed to 4:3. No black bars: the picture's borders on
+    the long side are cut off.
+    """
+    w, h, quarter, _ = _short_side_crop_geometry(frame, size, sar)
+    rgb = scaler.reformat(
+        frame, width=w, height=h, format="rgb24", interpolation=INTERPOLATION
+    ).to_ndarray()
+    if quarter:
+        rgb = np.rot90(rgb, k=quarter)
+    # the offsets of torchvision's center_crop (round half to even), so the crop is its crop
+    top = round((rgb.shape[0] - size) / 2.0)
+    left = round((rgb.shape[1] - size) / 2.0)
+    return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+
+
+#: ``data.resize`` -> frame conversion (stored frame -> RGB ``(size, size, 3)``).
+RESIZERS = {"letterbox": _to_letterbox, "short_side_crop": _to_short_side_crop}
+
+
 _LOCAL = threading.local()
 _INHERITED: list[VideoReformatter] = []  # swscale contexts inherited through fork
 
@@ -298,7 +403,11 @@ def _sar(stream: Any) -> float:
 
 
 def _decode_sequential(
-    container: av.container.InputContainer, stream: Any, wanted: set[int], size: int
+    container: av.container.InputContainer,
+    stream: Any,
+    wanted: set[int],
+    size: int,
+    resize: str = "letterbox",
 ) -> tuple[dict[int, np.ndarray], int]:
     """Decode from the start, converting only wanted frames; stop after the last one.
 
@@ -306,12 +415,12 @@ def _decode_sequential(
     """
     got: dict[int, np.ndarray] = {}
     last = max(wanted)
-    sar, scaler = _sar(stream), _scaler()
+    sar, scaler, convert = _sar(stream), _scaler(), RESIZERS[resize]
     decoded = 0
     for index, frame in enumerate(container.decode(stream)):
         decoded = index + 1
         if index in wanted:
-            got[index] = _to_letterbox(frame, size, sar, scaler)
+            got[index] = convert(frame, size, sar, scaler)
         if index >= last:
             break
     return got, decoded
@@ -344,6 +453,7 @@ def _decode_seeking(
     wanted: list[int],
     size: int,
     packets: list[tuple[int, bool]],
+    resize: str = "letterbox",
 ) -> dict[int, np.ndarray] | None:
     """Decode wanted frames, seeking to the keyframe before a sample when that skips enough.
 
@@ -356,7 +466,7 @@ def _decode_seeking(
     pts_sorted = sorted(p for p, _ in packets)
     index_of = {p: i for i, p in enumerate(pts_sorted)}
     wanted_set = set(wanted)
-    sar, scaler = _sar(stream), _scaler()
+    sar, scaler, convert = _sar(stream), _scaler(), RESIZERS[resize]
     got: dict[int, np.ndarray] = {}
     frames = container.decode(stream)
     for target, key in plan:
@@ -368,7 +478,7 @@ def _decode_seeking(
             if idx is None:
                 return None
             if idx in wanted_set and idx not in got:
-                got[idx] = _to_letterbox(frame, size, sar, scaler)
+                got[idx] = convert(frame, size, sar, scaler)
             if idx >= target:
                 break
         if target not in got:
@@ -382,17 +492,46 @@ def decode_clip(
     size: int,
     frames_hint: int | None = None,
     short_videos: str = "pad",
+    resize: str = "letterbox",
 ) -> tuple[np.ndarray, bool]:
     """Decode ``num_frames`` uniformly sampled frames as uint8 ``(T, size, size, 3)`` RGB.
 
-    Frames are letterboxed (aspect kept, black bars) after applying the rotation metadata.
+    After applying the rotation metadata, frames are resized by ``resize`` (``data.resize``):
+    ``letterbox`` (aspect kept, black bars) or ``short_side_crop`` (short side scaled to
+    ``size * 128/112``, then the centre ``size x size``: the Kinetics preset of torchvision's
+    video weights; :func:`_to_short_side_crop`).
     ``frames_hint`` is the probed frame count (saves a demux pass). Returns ``(clip, padded)``;
     ``padded`` is True when the video had fewer than ``num_frames`` frames and frames were
     repeated. With ``short_videos="exclude"`` such a video raises :class:`VideoError` instead.
     Decoding that ends before the last sampled frame raises ``VideoError("truncated: ...")``.
+    This is :func:`decode_windows` with one window spread over the whole video.
+    """
+    windows, padded = decode_windows(path, num_frames, size, frames_hint, short_videos, resize)
+    return windows[0], padded
+
+
+def decode_windows(
+    path: str | os.PathLike[str],
+    num_frames: int,
+    size: int,
+    frames_hint: int | None = None,
+    short_videos: str = "pad",
+    resize: str = "letterbox",
+    clips_per_video: int = 1,
+    frame_stride: int | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Decode ``clips_per_video`` windows (:func:`window_indices`) as uint8 ``(C, T, S, S, 3)``.
+
+    Every needed frame is decoded once, however many windows share it, in one pass (with the
+    same seeking as :func:`decode_clip`, whose conversions it uses). ``padded`` is True when a
+    window shows a frame twice (the video is too short for the windows; with C = 1 and no
+    stride: fewer than ``num_frames`` frames); with ``short_videos="exclude"`` such a video
+    raises ``VideoError("too short: ...")`` instead.
     """
     if short_videos not in ("pad", "exclude"):
         raise ValueError(f"short_videos must be 'pad' or 'exclude', got {short_videos!r}")
+    if resize not in RESIZERS:
+        raise ValueError(f"data.resize must be one of {', '.join(RESIZERS)}, got {resize!r}")
     packets: list[tuple[int, bool]] | None = None
     n_frames = int(frames_hint or 0)
     with _ffmpeg_errors(path):
@@ -402,11 +541,16 @@ def decode_clip(
             n_frames = len(packets)
         if n_frames <= 0:
             raise VideoError(path, "no video frames")
-        padded = n_frames < num_frames
+        indices = window_indices(n_frames, num_frames, clips_per_video, frame_stride)
+        padded = any(len(set(w)) < len(w) for w in indices.tolist())
         if padded and short_videos == "exclude":
-            raise VideoError(path, f"too short: {n_frames} frames < num_frames={num_frames}")
-        indices = sample_indices(n_frames, num_frames)
-        wanted = sorted(set(indices.tolist()))
+            if clips_per_video == 1 and not frame_stride:
+                need = f"num_frames={num_frames}"
+            else:
+                need = (f"{clips_per_video} window(s) of num_frames={num_frames} without "
+                        f"repeating a frame")  # fmt: skip
+            raise VideoError(path, f"too short: {n_frames} frames < {need}")
+        wanted = sorted(set(indices.ravel().tolist()))
         got = None
         if n_frames >= SEEK_MIN_FRAMES and len(wanted) * SEEK_MIN_SKIP * 2 < n_frames:
             with _open(path) as container:
@@ -415,14 +559,15 @@ def decode_clip(
                     if packets is None:
                         packets = _count_packets(container, stream)
                         container.seek(0)
-                    got = _decode_seeking(container, stream, wanted, size, packets)
+                    got = _decode_seeking(container, stream, wanted, size, packets, resize)
                 except av.FFmpegError:
                     got = None  # unseekable or damaged: sequential decoding decides
         if got is None:  # sequential decoding from a freshly opened file
             with _open(path) as container:
                 got, decoded = _decode_sequential(
-                    container, container.streams.video[0], set(wanted), size
+                    container, container.streams.video[0], set(wanted), size, resize
                 )
             if len(got) < len(wanted):
                 raise VideoError(path, f"truncated: decoded {decoded} of {n_frames} frames")
-    return np.stack([got[i] for i in indices.tolist()]), padded
+    flat = np.stack([got[i] for i in indices.ravel().tolist()])
+    return flat.reshape(*indices.shape, *flat.shape[1:]), padded

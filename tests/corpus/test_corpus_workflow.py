@@ -35,10 +35,12 @@ def _overlay(proj: Path, fmt: str, meta: Metadata, name: str | None = None) -> s
     """Write ``<name>.yaml`` selecting ``meta`` as the data of experiment ``corpus_<name>``."""
     name = name or fmt
     data = {"metadata": str(meta.path), "root": None, "format": "auto", **meta.data}
+    # The library's group_column is cv.group_column in the workflow config.
+    group_column = data.pop("group_column", "group")
     overlay = {
         "experiment": f"corpus_{name}",
         "data": data,
-        "cv": {"n_splits": N_SPLITS[fmt], "group_column": "group"},
+        "cv": {"n_splits": N_SPLITS[fmt], "group_column": group_column},
     }
     (proj / f"{name}.yaml").write_text(yaml.safe_dump(overlay))
     return f"{name}.yaml"

@@ -7,6 +7,7 @@ nothing here is mocked. Without root or apt the tests are skipped with the scrip
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -100,7 +102,14 @@ def run_ids(text: str) -> list[str]:
 
 
 class SnakemakeRun:
-    """One Snakemake process in ``project``; output goes to a file so tests can poll it."""
+    """One Snakemake process in ``project``; output goes to a file so tests can poll it.
+
+    It runs in its own session (process group). Whatever happens to the test (a failed assert,
+    pytest-timeout), the autouse fixture :func:`stop_leftover_runs` stops every run that is
+    still alive and scancels its jobs.
+    """
+
+    live: ClassVar[list[SnakemakeRun]] = []
 
     def __init__(self, project: Path, args: Sequence[str], name: str):
         self.project = project
@@ -109,24 +118,39 @@ class SnakemakeRun:
         self._out = self.out_path.open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            self.cmd, cwd=project, stdout=self._out, stderr=subprocess.STDOUT, text=True, env=env
+            self.cmd,
+            cwd=project,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
+        SnakemakeRun.live.append(self)
 
     @property
     def output(self) -> str:
         return self.out_path.read_text()
 
+    def stop(self) -> None:
+        """SIGINT (Snakemake scancels its jobs), then SIGKILL the group; scancel what is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stray children of the group, if any
+        self.proc.wait()
+        self._out.close()
+        for run_id in run_ids(self.output):
+            subprocess.run(["scancel", "--name", run_id], capture_output=True, timeout=30)
+
     def wait(self, timeout: float) -> int:
-        """Exit status; on timeout SIGINT (Snakemake then scancels its jobs) and fail."""
+        """Exit status; on timeout stop the run (its jobs are scancelled) and fail."""
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.stop()
             pytest.fail(
                 f"{' '.join(self.cmd)} did not finish within {timeout:.0f} s (hung?)\n"
                 f"{self.output[-6000:]}"
@@ -140,6 +164,14 @@ class SnakemakeRun:
         if rc != 0:
             pytest.fail(f"{' '.join(self.cmd)} exited {rc}\n{self.output[-8000:]}")
         return self.output
+
+
+@pytest.fixture(autouse=True)
+def stop_leftover_runs() -> Iterator[None]:
+    """After each test (passed, failed or timed out): no Snakemake run or SLURM job is left."""
+    yield
+    while SnakemakeRun.live:
+        SnakemakeRun.live.pop().stop()
 
 
 def profile_args(*extra_profiles: Path) -> list[str]:

@@ -255,8 +255,8 @@ def test_unexpected_errors_stop_the_stage_naming_the_video(
             _load(tmp_path, meta, workers=2)  # forked workers inherit the patch
     else:
         _load(tmp_path, meta)
-        real = fvc.data.decode_clip
-        monkeypatch.setattr(fvc.data, "decode_clip", boom)
+        real = fvc.data.decode_windows
+        monkeypatch.setattr(fvc.data, "decode_windows", boom)
         with pytest.raises(DataError, match=r"a3\.mp4: unexpected TypeError while decoding"):
             build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
                              tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA)  # fmt: skip

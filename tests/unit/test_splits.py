@@ -62,9 +62,16 @@ def test_too_few_members_in_a_class_names_the_class_and_counts() -> None:
         assign_folds(idx, {"n_splits": 5, "seed": 0, "group_column": None})
 
 
-def test_unknown_group_column_is_named() -> None:
-    with pytest.raises(SplitError, match=r"cv\.group_column='source'"):
-        assign_folds(_index(), {"n_splits": 2, "seed": 0, "group_column": "source"})
+def test_groups_come_from_the_index_group_column_whatever_the_metadata_column() -> None:
+    """load_data copies the metadata column cv.group_column (e.g. cascade_id) into `group`."""
+    idx = _index()
+    a = assign_folds(idx, {"n_splits": 4, "seed": 3, "group_column": "group"})
+    b = assign_folds(idx, {"n_splits": 4, "seed": 3, "group_column": "cascade_id"})
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(SplitError, match=r"cv\.group_column='cascade_id'.*no group column"):
+        assign_folds(
+            idx.drop(columns="group"), {"n_splits": 2, "seed": 0, "group_column": "cascade_id"}
+        )
 
 
 def test_split_dataset_writes_splits_and_summary(tmp_path) -> None:
@@ -86,3 +93,36 @@ def test_split_dataset_writes_splits_and_summary(tmp_path) -> None:
         fold_summary(splits).drop(columns="balance_warning"),
         check_dtype=False,
     )
+
+
+def test_split_logs_how_many_videos_changed_folds(tmp_path, caplog) -> None:
+    """The previous assignment (kept outside Snakemake's outputs) is compared by path."""
+    cv = {"n_splits": 3, "seed": 0, "group_column": "group"}
+    previous = tmp_path / "cache/splits.parquet"
+    index = _index()
+    idx_path = tmp_path / "clips.parquet"
+    index.to_parquet(idx_path)
+    out = (tmp_path / "splits.parquet", tmp_path / "summary.tsv")
+    with caplog.at_level("INFO", logger="fvc.splits"):
+        split_dataset(idx_path, *out, cv, previous=previous)
+        assert "no previous splits.parquet" in caplog.text
+        caplog.clear()
+        split_dataset(idx_path, *out, cv, previous=previous)  # same videos: same folds
+        assert "0 of 60 videos changed fold, 60 kept their fold, 0 new, 0 gone (same folds)" in (
+            caplog.text
+        )
+        first = pd.read_parquet(previous)
+        # Drop one group and add one: the log matches the counts computed here by path.
+        changed = pd.concat([index[index["group"] != "src0"], _index(21, 3).tail(3)])
+        changed.to_parquet(idx_path)
+        caplog.clear()
+        split_dataset(idx_path, *out, cv, previous=previous)
+    now = pd.read_parquet(out[0])
+    before = dict(zip(first["path"], first["fold"], strict=True))
+    moved = sum(
+        before[p] != f for p, f in zip(now["path"], now["fold"], strict=True) if p in before
+    )
+    assert f"{moved} of 57 videos changed fold, {57 - moved} kept their fold, 3 new, 3 gone" in (
+        caplog.text
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(previous), now)

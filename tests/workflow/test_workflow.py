@@ -1,13 +1,15 @@
 """The workflow end to end with real Snakemake, on the tiny overlay (2 folds, 2 epochs).
 
-One full run is shared by the tests of this module (module-scoped fixture); tests that change the
-project's state run last in the file and restore what they touch.
+Every test states what it starts from: ``finished_tiny_run`` (one complete run per session,
+never changed) or ``tiny_run_copy`` (a private, up-to-date copy of it to change), or a project
+of its own. No test depends on another test or on the order of the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -16,24 +18,30 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from tests.workflow.helpers import SNAKEMAKE, make_project, planned_jobs, snakemake
+from tests.workflow.helpers import SNAKEMAKE, TINY, make_project, planned_jobs, snakemake
 
-pytestmark = pytest.mark.workflow
+# func_only: the session fixture's own full run (bounded by its snakemake timeout) does not eat
+# into the budget of whichever test happens to need it first.
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(600, func_only=True)]
 
-N_SPLITS = 2
+_TINY_CFG = yaml.safe_load(TINY.read_text())
+N_SPLITS = _TINY_CFG["cv"]["n_splits"]  # 2
+EPOCHS = _TINY_CFG["train"]["epochs"]  # 2
 RUN = Path("runs/tiny")
+EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
+#: The jobs downstream of train (all rerun when any fold is retrained).
+RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks", "provenance")
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    proj = make_project(tmp_path_factory.mktemp("wf") / "proj")
-    snakemake(proj)
-    return proj
+def epochs_trained(log: str) -> list[int]:
+    """The epochs a train job's log says it trained, in order."""
+    return [int(m.group(1)) for m in EPOCH_LINE.finditer(log)]
 
 
-def test_full_run_writes_every_stage_artifact(project: Path) -> None:
-    run = project / RUN
+def test_full_run_writes_every_stage_artifact(finished_tiny_run: Path) -> None:
+    run = finished_tiny_run / RUN
     meta = pd.read_parquet(run / "data/metadata.parquet")
     assert len(meta) == 6 * 2 * 2  # sources * clips_per_source * {real, fake}
     assert set(meta["label"]) == {0, 1}
@@ -53,9 +61,11 @@ def test_full_run_writes_every_stage_artifact(project: Path) -> None:
         ckpt = torch.load(run / f"fold_{k}/best_model.pt", weights_only=True)
         assert "model_state" in ckpt
         hist = pd.read_csv(run / f"fold_{k}/history.csv")
-        assert list(hist["epoch"]) == [1, 2] or list(hist["epoch"]) == [0, 1]
+        assert list(hist["epoch"]) == list(range(1, EPOCHS + 1))
+        assert metrics["epochs_trained"] == EPOCHS
     results = pd.read_feather(run / "kfold_results.feather")
-    assert list(results["fold"]) == [*(str(k) for k in range(N_SPLITS)), "mean", "std"]
+    stat_rows = ["mean", "std", "pooled", "pooled_ci_low", "pooled_ci_high"]
+    assert list(results["fold"]) == [*(str(k) for k in range(N_SPLITS)), *stat_rows]
     per_fold = results.iloc[:N_SPLITS]
     assert results.loc[results["fold"] == "mean", "accuracy"].item() == pytest.approx(
         per_fold["accuracy"].mean()
@@ -67,48 +77,44 @@ def test_full_run_writes_every_stage_artifact(project: Path) -> None:
     assert not [p for p in run.rglob("*.tmp")]
 
 
-def test_second_run_does_nothing(project: Path) -> None:
-    assert planned_jobs(project) == {}
+def test_second_run_does_nothing(finished_tiny_run: Path) -> None:
+    assert planned_jobs(finished_tiny_run) == {}
 
 
-def test_changing_lr_reruns_only_train_and_results(project: Path) -> None:
-    overlay = project / "lr.yaml"
+def test_changing_lr_reruns_only_train_and_results(finished_tiny_run: Path, tmp_path: Path) -> None:
+    overlay = tmp_path / "lr.yaml"
     overlay.write_text("train:\n  lr: 0.01\n")
-    jobs = planned_jobs(project, overlays=("lr.yaml",))
-    assert {j.split("[")[0] for j in jobs} == {"train", "aggregate", "plots", "provenance"}
+    jobs = planned_jobs(finished_tiny_run, overlays=(str(overlay),))
+    assert {j.split("[")[0] for j in jobs} == {"train", *RESULTS_JOBS}
     assert sum(v for j, v in jobs.items() if j.startswith("train")) == N_SPLITS
 
 
-def test_changing_augment_does_not_resplit(project: Path) -> None:
-    overlay = project / "aug.yaml"
+def test_changing_augment_does_not_resplit(finished_tiny_run: Path, tmp_path: Path) -> None:
+    overlay = tmp_path / "aug.yaml"
     overlay.write_text("augment:\n  copies: 2\n")
-    jobs = planned_jobs(project, overlays=("aug.yaml",))
-    assert {j.split("[")[0] for j in jobs} == {
-        "augment",
-        "train",
-        "aggregate",
-        "plots",
-        "provenance",
-    }
+    jobs = planned_jobs(finished_tiny_run, overlays=(str(overlay),))
+    assert {j.split("[")[0] for j in jobs} == {"augment", "train", *RESULTS_JOBS}
 
 
-def test_report(project: Path) -> None:
-    snakemake(project, "--report", "report.html")
-    html = (project / "report.html").read_text(errors="replace")
+def test_report(tiny_run_copy: Path) -> None:
+    snakemake(tiny_run_copy, "--report", "report.html")
+    html = (tiny_run_copy / "report.html").read_text(errors="replace")
     assert "roc_curves.png" in html
 
 
-def test_dry_run_after_deleting_one_fold_lists_only_that_fold(project: Path) -> None:
+def test_dry_run_after_deleting_one_fold_lists_only_that_fold(tiny_run_copy: Path) -> None:
+    project = tiny_run_copy
     fold_dir = project / RUN / "fold_1"
     for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt"):
         (fold_dir / name).unlink()
     jobs = planned_jobs(project)
-    assert jobs == {"train[fold=1]": 1, "aggregate": 1, "plots": 1, "provenance": 1}
+    assert jobs == {"train[fold=1]": 1, **dict.fromkeys(RESULTS_JOBS, 1)}
     snakemake(project)
     assert planned_jobs(project) == {}
 
 
-def test_rerun_one_fold_by_target(project: Path) -> None:
+def test_rerun_one_fold_by_target(finished_tiny_run: Path, tiny_run_copy: Path) -> None:
+    project = tiny_run_copy
     run = project / RUN
     before = {k: (run / f"fold_{k}/metrics.json").stat().st_mtime_ns for k in range(N_SPLITS)}
     results_before = (run / "kfold_results.feather").stat().st_mtime_ns
@@ -117,39 +123,60 @@ def test_rerun_one_fold_by_target(project: Path) -> None:
     assert after[0] > before[0]
     assert after[1] == before[1]
     assert (run / "kfold_results.feather").stat().st_mtime_ns > results_before
+    # A finished fold is retrained from scratch when forced: every epoch again, no extra rows.
     log = (run / "logs/train/fold_0.log").read_text()
-    assert "fresh" in log.lower()  # a finished fold is retrained from scratch when forced
+    assert "fold 0: previous run of this fold completed; fresh start" in log, log
+    assert epochs_trained(log) == list(range(1, EPOCHS + 1)), log
+    assert list(pd.read_csv(run / "fold_0/history.csv")["epoch"]) == list(range(1, EPOCHS + 1))
+    ref = _state(finished_tiny_run / RUN / "fold_0/best_model.pt")
+    got = _state(run / "fold_0/best_model.pt")
+    assert all(torch.equal(ref[k], got[k]) for k in ref), "a fresh retrain must reproduce fold 0"
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model_state"]
 
 
+@pytest.mark.timeout(1200, func_only=True)  # up to 300 s to the kill, then a full rerun
 def test_sigkill_mid_training_then_rerun_incomplete_is_bit_identical(
-    project: Path, tmp_path: Path
+    finished_tiny_run: Path, tmp_path: Path
 ) -> None:
-    """Kill the whole Snakemake process group while fold 0 trains; --rerun-incomplete resumes."""
+    """Kill the whole Snakemake process group while fold 0 trains; --rerun-incomplete resumes
+    at the checkpoint's position and ends bit-identical to the uninterrupted run."""
     proj = make_project(tmp_path / "killed")
-    ckpt_dir = proj / RUN / "checkpoints/fold_0"
+    ckpt = proj / RUN / "checkpoints/fold_0/latest_checkpoint.pt"
     cmd = [SNAKEMAKE, "--configfile", "tiny.yaml", "--cores", "1"]
     proc = subprocess.Popen(
         cmd, cwd=proj, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 300
-    while not (ckpt_dir / "latest_checkpoint.pt").exists():
-        assert proc.poll() is None, "snakemake ended before fold 0 wrote a checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while not ckpt.exists():
+            assert proc.poll() is None, "snakemake ended before fold 0 wrote a checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:  # whatever failed above, leave no Snakemake or training process behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert not (proj / RUN / "fold_0/metrics.json").exists(), "fold 0 finished before the kill"
+    state = torch.load(ckpt, weights_only=True)  # where the killed job had got to
+    epoch, batch = state["epoch"], state["batch_in_epoch"]
+    assert not state.get("complete") and (epoch, batch) != (0, 0), (epoch, batch)
     # A SIGKILLed Snakemake leaves its lock behind: the documented recovery is unlock + rerun.
     snakemake(proj, "--unlock")
     snakemake(proj, "--rerun-incomplete")
-    log = (proj / RUN / "logs/train/fold_0.log").read_text().lower()
-    assert "resum" in log
+    log = (proj / RUN / "logs/train/fold_0.log").read_text()
+    where = f"end of epoch {epoch}" if batch == 0 else f"epoch {epoch + 1} batch {batch}"
+    assert f"fold 0: resuming from latest_checkpoint.pt ({where})" in log, log
+    # Only the unfinished epochs ran again, and history.csv lists each epoch once.
+    assert epochs_trained(log) == list(range(epoch + 1, EPOCHS + 1)), log
+    hist = pd.read_csv(proj / RUN / "fold_0/history.csv")
+    assert list(hist["epoch"]) == list(range(1, EPOCHS + 1))
     for k in range(N_SPLITS):
-        ref = _state(project / RUN / f"fold_{k}/best_model.pt")
+        ref = _state(finished_tiny_run / RUN / f"fold_{k}/best_model.pt")
         got = _state(proj / RUN / f"fold_{k}/best_model.pt")
         assert ref.keys() == got.keys()
         for name in ref:

@@ -18,11 +18,17 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+if "group_column" in config.get("data", {}):
+    _value = config["data"]["group_column"]
+    raise ValueError(
+        "data.group_column is no longer a key: cv.group_column names the metadata column that "
+        f"groups clips; replace `data.group_column: {_value}` by `cv.group_column: {_value}`"
+    )
 validate(config, schema="../schemas/config.schema.yaml")
 
 # The library lives in src/fvc; make it importable in every job (local run, conda env, SLURM
-# jobstep) even where it is not pip-installed, and here (fvc.sweep and fvc.provenance import
-# only the standard library).
+# jobstep) even where it is not pip-installed, and here: fvc.sweep and fvc.provenance while
+# parsing, get_dataset_inventory() and the predict helpers while the DAG is built.
 _SRC = str(Path(workflow.basedir) / "src")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
@@ -185,20 +191,72 @@ def get_cv_params(wildcards):
     return cv
 
 
+def get_cache_dir(stage, root=None):
+    """State a stage keeps between runs (not an output: Snakemake deletes a rule's outputs
+    before it runs, and the rerun needs the previous result to reuse it): <root>/cache/<stage>,
+    where <root> is the folder of the shared stage whose artifacts the cache belongs to (e.g.
+    "decode": one cache per decode key), or runs/<exp> (None). A pattern without a sweep too.
+    """
+    base = _root(root) if root else RUN
+    return f"{base}/cache/{stage}"
+
+
 def get_metadata_source(wildcards=None):
     """The user's metadata (table, list file or class folders), or the generated demo CSV."""
     metadata = VARIANTS[_variant_of(wildcards or {})]["data"]["metadata"]
     return metadata if metadata else f"{DEMO_DIR}/metadata.csv"
 
 
+def scan_videos(source, data_cfg, inventory):
+    """Rescan the videos `source` lists into the file `inventory`; return its path.
+
+    Snakemake sees a metadata file but not the videos behind it; the inventory lists every
+    video with its size and mtime (one stat each, never a read) and is rewritten only when
+    that list changed, so a rule taking it as input reruns when a video is added, removed or
+    replaced, with the reason "Updated input files: <inventory>". Only the main process scans
+    (not each cluster job). Any set of videos can use it (a predict set: its own inventory).
+    """
+    if workflow.is_main_process:
+        from fvc.inventory import update_inventory
+
+        change = update_inventory(source, data_cfg, inventory)
+        if change:
+            print(
+                f"fvc: the dataset changed: {change.summary()} ({inventory})",
+                file=sys.stderr,
+            )
+    return inventory
+
+
+def get_dataset_inventory(wildcards=None):
+    """Input function of load_data: <load root>/data/inventory.tsv of the training videos of
+    this job's load key (runs/<exp>/data/inventory.tsv without a sweep; see scan_videos);
+    [] for the generated demo, whose videos are the workflow's own output.
+    """
+    variant = _variant_of(wildcards or {})
+    if not VARIANTS[variant]["data"]["metadata"]:
+        return []
+    path = _fill(get_path("load", "data/inventory.tsv"), variant, {})
+    return scan_videos(get_metadata_source(wildcards), load_params(wildcards), path)
+
+
 def load_params(wildcards=None):
-    """The data keys that decide which videos are usable (not how they are decoded)."""
+    """The keys that decide which videos are usable and their groups (not how they are decoded):
+    data keys, plus cv.group_column, the metadata column copied into each video's group.
+    """
     return fvc_sweep.load_params(VARIANTS[_variant_of(wildcards or {})])
 
 
 def decode_params(wildcards=None):
-    """The data keys that decide the decoded clips."""
+    """The data keys that decide the decoded clips (fvc.sweep.decode_params)."""
     return fvc_sweep.decode_params(VARIANTS[_variant_of(wildcards or {})])
+
+
+def get_split_files(wildcards=None):
+    """Input function: splits.parquet of every repeat of this job's variant, repeat order."""
+    variant = _variant_of(wildcards or {})
+    pattern = get_split_path("splits.parquet")
+    return [_fill(pattern, variant, {"repeat": r}) for r in REPEATS]
 
 
 def _fold_ids():
@@ -259,8 +317,44 @@ def get_variant_summary():
     }
 
 
+def results_params():
+    """The cv keys that decide the pooled results (threshold, bootstrap CIs and its groups)."""
+    keys = ("threshold", "bootstrap_samples", "seed", "group_column")
+    return {k: config["cv"][k] for k in keys}
+
+
+def get_benchmark_files(wildcards=None):
+    """Input function: every benchmark: file of one variant's run (runtime and peak memory per
+    job, for the report): its load, preprocess, augment and train jobs, shared or not.
+    """
+    variant = _variant_of(wildcards or {})
+    trained = TRAINED_BY[variant]
+    ids = [{"repeat": r, "fold": k} for r, k in _fold_ids()]
+    return [
+        _fill(rules.load_data.benchmark, variant, {}),
+        _fill(rules.preprocess.benchmark, variant, {}),
+        *(_fill(rules.augment.benchmark, variant, i) for i in ids),
+        *(_fill(rules.train.benchmark, trained, i) for i in ids),
+    ]
+
+
+def get_report_outputs():
+    """The report's figures and tables of every variant, from the rules that make them."""
+    patterns = [
+        *rules.plots.output,
+        rules.memory_plot.output.png,
+        *rules.benchmarks.output,
+        rules.aggregate.output.table,
+    ]
+    outputs = [_fill(p, v, {}) for v in VARIANTS for p in patterns]
+    if get_predict_metrics():
+        outputs.append(rules.predict_metrics.output.table)
+    return list(dict.fromkeys(outputs))
+
+
 def get_results_outputs():
-    """Every final result except provenance.json: all variants' folds, tables and plots."""
+    """Every final result except provenance.json: all variants' folds, tables and plots, and
+    the predict sets."""
     out = []
     for variant in VARIANTS:
         for name in (
@@ -272,15 +366,12 @@ def get_results_outputs():
             out += _variant_fold_outputs(variant, name)
         out += [
             _variant_path(variant, rel)
-            for rel in (
-                "kfold_results.feather",
-                "summary.json",
-                "plots/roc_curves.png",
-                "plots/training_curves.png",
-            )
+            for rel in ("kfold_results.feather", "summary.json")
         ]
+    out += get_report_outputs()
     if SWEEP:
         out += [f"{RUN}/comparison.tsv", f"{RUN}/comparison.png"]
+    out += get_predict_outputs()
     return list(dict.fromkeys(out))
 
 
@@ -289,3 +380,118 @@ def get_final_outputs():
     is regenerated (Snakemake skips missing intermediates whose consumers are up to date).
     """
     return [*get_results_outputs(), f"{RUN}/provenance.json"]
+
+
+# ----------------------------------------------------------------------------- predict sets
+# Predict sets live at runs/<exp>/predict/ with or without a sweep and are scored by the base
+# variant's models (with repeats: repeat 0's fold models), with its decode settings and
+# out-of-fold threshold.
+
+
+def predict_specs():
+    """{name: {metadata, root, format}} of `predict.sets`; a missing source fails at start-up
+    with one line naming predict.sets.<name> (fvc.predict.set_spec / check_source).
+    """
+    from fvc.predict import PredictError, check_source, set_spec
+
+    specs = {}
+    for name, value in ((config.get("predict") or {}).get("sets") or {}).items():
+        try:
+            specs[name] = set_spec(name, value)
+            check_source(name, specs[name])
+        except PredictError as exc:
+            raise WorkflowError(str(exc)) from None
+    return specs
+
+
+PREDICT_SETS = predict_specs()
+
+
+def predict_set_pattern():
+    """Wildcard constraint of {name}: exactly the configured set names."""
+    return _alternatives(PREDICT_SETS) or "(?!)"
+
+
+def predict_data_params():
+    """The data keys a predict set is read and decoded with: the base variant's decode
+    settings (so clips match the models), positive label and FVC file pattern; the source keys
+    (metadata, root, format) come from the set itself.
+    """
+    keys = ("fvc_filename", "positive_label")
+    base = VARIANTS[fvc_sweep.BASE]["data"]
+    return {**decode_params(), **{k: base[k] for k in keys}}
+
+
+def get_predict_spec(wildcards):
+    """The set's {metadata, root, format}."""
+    return PREDICT_SETS[wildcards.name]
+
+
+def get_predict_source(wildcards):
+    """The set's metadata file or folder (an input, so an edited table reruns the set)."""
+    return PREDICT_SETS[wildcards.name]["metadata"]
+
+
+def get_predict_inventory(wildcards):
+    """runs/<exp>/predict/data/<name>/inventory.tsv: the set's videos (stat only), rewritten
+    when they change, so an added, removed or replaced video reruns the set (issue 11).
+    """
+    from fvc.predict import source_config
+
+    spec = PREDICT_SETS[wildcards.name]
+    path = f"{RUN}/predict/data/{wildcards.name}/inventory.tsv"
+    if workflow.is_main_process:
+        from fvc.inventory import update_inventory
+
+        cfg = source_config(predict_data_params(), spec)
+        change = update_inventory(spec["metadata"], cfg, path, labels=False)
+        if change:
+            print(
+                f"fvc: predict set {wildcards.name} changed: {change.summary()} ({path})",
+                file=sys.stderr,
+            )
+    return path
+
+
+def _predict_fold_outputs(name):
+    """Train output `name` of the base variant's folds of repeat 0 (the predict ensemble)."""
+    pattern = get_fold_path("variant", name)
+    trained = TRAINED_BY[fvc_sweep.BASE]
+    return [pattern.format(variant=trained, repeat=0, fold=k) for k in FOLDS]
+
+
+def get_predict_models(wildcards):
+    """The models that score predict sets: every fold's best_model.pt of the base variant
+    (predict.model: ensemble) or runs/<exp>/final/model.pt (final), which needs the `refit`
+    target.
+    """
+    if config["predict"]["model"] == "ensemble":
+        return _predict_fold_outputs("best_model.pt")
+    path = f"{RUN}/final/model.pt"
+    try:
+        rules.refit  # the refit target (issue 9 point 4) builds the final model
+    except (AttributeError, WorkflowError):
+        from fvc.predict import final_missing_message
+
+        raise WorkflowError(final_missing_message(path)) from None
+    return [path]
+
+
+def get_predict_predictions(wildcards=None):
+    """The base variant's out-of-fold predictions of the predict ensemble's folds."""
+    return _predict_fold_outputs("predictions.parquet")
+
+
+def get_predict_outputs():
+    """Per predict set: its table, excluded list and metrics (none without predict.sets)."""
+    return [
+        f"{RUN}/predict/{name}{suffix}"
+        for name in PREDICT_SETS
+        for suffix in (".parquet", "_excluded.tsv", "_metrics.json")
+    ]
+
+
+def get_predict_metrics(wildcards=None):
+    """Metrics of the labelled predict sets, {set: runs/<exp>/predict/<set>_metrics.json}."""
+    sets = (config.get("predict") or {}).get("sets") or {}
+    return {name: f"{RUN}/predict/{name}_metrics.json" for name in sets}

@@ -17,6 +17,7 @@ rule split:
         "../../envs/data.yaml"
     params:
         cv=get_cv_params,
+        previous=f"{get_cache_dir('split', 'decode')}/{_repeat_dir()}splits.parquet",
     script:
         "../scripts/split.py"
 

@@ -17,6 +17,7 @@ rule make_demo:
 rule load_data:
     input:
         metadata=get_metadata_source,
+        inventory=get_dataset_inventory,
     output:
         metadata=get_path("load", "data/metadata.parquet"),
         excluded=get_path("load", "data/excluded.tsv"),
@@ -50,5 +51,6 @@ rule preprocess:
     threads: config["data"]["workers"]
     params:
         data=decode_params,
+        cache=get_cache_dir("decode", "decode"),
     script:
         "../scripts/preprocess.py"

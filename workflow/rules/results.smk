@@ -1,10 +1,12 @@
-# Results: per-fold metrics with mean and std, and plots for `snakemake --report`.
+# Results: per-fold metrics with mean and std, pooled out-of-fold metrics with a chosen threshold
+# and bootstrap CIs, and the figures and tables of `snakemake --report`.
 
 
 rule aggregate:
     input:
         metrics=get_fold_outputs("metrics.json"),
         predictions=get_fold_outputs("predictions.parquet"),
+        splits=get_split_files,
         excluded=get_upstream("load", "data/excluded.tsv"),
         decode_excluded=get_upstream("decode", "data/decode_excluded.tsv"),
     output:
@@ -13,6 +15,13 @@ rule aggregate:
             get_path("variant", "summary.json"),
             caption="../report/summary.rst",
             category="Results",
+            subcategory="Metrics",
+        ),
+        table=report(
+            get_path("variant", "kfold_results.html"),
+            caption="../report/kfold_results.rst",
+            category="Results",
+            subcategory="Metrics",
         ),
     log:
         get_path("variant", "logs/aggregate.log"),
@@ -20,6 +29,7 @@ rule aggregate:
         "../../envs/data.yaml"
     params:
         repeats=get_fold_repeats,
+        results=results_params(),
     script:
         "../scripts/aggregate.py"
 
@@ -28,17 +38,37 @@ rule plots:
     input:
         predictions=get_fold_outputs("predictions.parquet"),
         histories=get_fold_outputs("history.csv"),
-        results=rules.aggregate.output.results,
+        summary=rules.aggregate.output.summary,
     output:
         roc=report(
             get_path("variant", "plots/roc_curves.png"),
             caption="../report/roc_curves.rst",
             category="Results",
+            subcategory="Curves",
+        ),
+        pr=report(
+            get_path("variant", "plots/pr_curves.png"),
+            caption="../report/pr_curves.rst",
+            category="Results",
+            subcategory="Curves",
+        ),
+        calibration=report(
+            get_path("variant", "plots/calibration.png"),
+            caption="../report/calibration.rst",
+            category="Results",
+            subcategory="Calibration",
+        ),
+        confusion=report(
+            get_path("variant", "plots/confusion_matrix.png"),
+            caption="../report/confusion_matrix.rst",
+            category="Results",
+            subcategory="Metrics",
         ),
         curves=report(
             get_path("variant", "plots/training_curves.png"),
             caption="../report/training_curves.rst",
             category="Training",
+            subcategory="Curves",
         ),
     log:
         get_path("variant", "logs/plots.log"),
@@ -46,3 +76,64 @@ rule plots:
         "../../envs/data.yaml"
     script:
         "../scripts/plots.py"
+
+
+rule memory_plot:
+    input:
+        memory=get_fold_outputs("memory.jsonl"),
+    output:
+        png=report(
+            get_path("variant", "plots/memory.png"),
+            caption="../report/memory.rst",
+            category="Training",
+            subcategory="Memory",
+        ),
+    log:
+        get_path("variant", "logs/memory_plot.log"),
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/memory_plot.py"
+
+
+rule benchmarks:
+    input:
+        benchmarks=get_benchmark_files,
+    output:
+        table=report(
+            get_path("variant", "benchmarks.tsv"),
+            caption="../report/benchmarks.rst",
+            category="Resources",
+            subcategory="Run time and memory",
+        ),
+        png=report(
+            get_path("variant", "plots/benchmarks.png"),
+            caption="../report/benchmarks.rst",
+            category="Resources",
+            subcategory="Run time and memory",
+        ),
+    log:
+        get_path("variant", "logs/benchmarks.log"),
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/benchmarks.py"
+
+
+# Hook for issue 9 point 3 (predict): once a rule writes runs/<exp>/predict/<set>_metrics.json,
+# get_predict_metrics() lists them and this table joins the report and the final outputs.
+rule predict_metrics:
+    input:
+        unpack(get_predict_metrics),
+    output:
+        table=report(
+            f"{RUN}/predict/metrics.tsv",
+            caption="../report/predict_metrics.rst",
+            category="Predict sets",
+        ),
+    log:
+        f"{RUN}/logs/predict_metrics.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/predict_metrics.py"

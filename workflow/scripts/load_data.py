@@ -1,19 +1,17 @@
 """Rule `load_data`: read the metadata, probe every video -> metadata.parquet, excluded.tsv.
 
-input: metadata (table, list file or class folder); output: metadata, excluded;
+input: metadata (table, list file or class folder), inventory (the videos' stat list, only
+there to make Snakemake rerun this rule when a video changes); output: metadata, excluded;
 params: data (data config keys), min_per_class (int, cv.n_splits); threads: probe processes.
 A bad table or too few usable videos logs a one-line error and exits 1, writing nothing.
 """
 
-import logging
-import sys
-
 from fvc.data import DataError, load_metadata
-from fvc.log import setup_logging
+from fvc.log import exit_on, setup_logging
 from fvc.memory import aggressive_gc
 
 setup_logging(snakemake.log[0])
-try:
+with exit_on("fvc.load_data", DataError):
     load_metadata(
         dict(snakemake.params.data),
         snakemake.input.metadata,
@@ -22,7 +20,4 @@ try:
         int(snakemake.params.min_per_class),
         workers=snakemake.threads,
     )
-except DataError as exc:
-    logging.getLogger("fvc.load_data").error("%s", exc)
-    sys.exit(1)
 aggressive_gc()

@@ -1,10 +1,14 @@
-"""Rule plots: ROC curves and training curves for the Snakemake report."""
+"""Rule plots: ROC, precision-recall, calibration, confusion matrix and training curves."""
 
 from fvc.log import setup_logging
 from fvc.memory import aggressive_gc
-from fvc.report import plot_roc_curves, plot_training_curves
+from fvc.plots import write_report_plots
 
 setup_logging(snakemake.log[0])
-plot_roc_curves(list(snakemake.input.predictions), snakemake.output.roc)
-plot_training_curves(list(snakemake.input.histories), snakemake.output.curves)
+write_report_plots(
+    list(snakemake.input.predictions),
+    list(snakemake.input.histories),
+    snakemake.input.summary,
+    dict(snakemake.output.items()),
+)
 aggressive_gc()

@@ -1,14 +1,20 @@
-"""Rule split: stratified (group-aware) K-fold assignment -> splits.parquet."""
+"""Rule split: stratified (group-aware) K-fold assignment -> splits.parquet, splits_summary.tsv.
 
-from fvc.log import setup_logging
+params: cv (config section), previous (where the last assignment is kept, so the log says how
+many videos changed folds). Too few videos or groups for the folds: one-line error, exit 1.
+"""
+
+from fvc.log import exit_on, setup_logging
 from fvc.memory import aggressive_gc
-from fvc.splits import split_dataset
+from fvc.splits import SplitError, split_dataset
 
 setup_logging(snakemake.log[0])
-split_dataset(
-    snakemake.input.index,
-    snakemake.output.splits,
-    snakemake.output.summary,
-    dict(snakemake.params.cv),
-)
+with exit_on("fvc.split", SplitError):
+    split_dataset(
+        snakemake.input.index,
+        snakemake.output.splits,
+        snakemake.output.summary,
+        dict(snakemake.params.cv),
+        previous=getattr(snakemake.params, "previous", None),
+    )
 aggressive_gc()
