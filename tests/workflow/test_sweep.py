@@ -97,6 +97,8 @@ def test_variants_share_upstream_jobs(dry: Path) -> None:
         "train": 4 * k,  # base, lr_a, lr_b, big; `same` reuses base's folds
         "aggregate": 5,
         "plots": 5,
+        "memory_plot": 5,
+        "benchmarks": 5,
         "compare": 1,
         "provenance": 1,
     }
@@ -129,6 +131,26 @@ def test_without_sweep_paths_are_unchanged(dry: Path) -> None:
         assert path in outputs
     assert not [p for p in outputs if re.search(r"/(shared|base|repeat_\d+)/", p)]
     assert "runs/tiny/comparison.tsv" not in outputs
+
+
+def test_inventory_belongs_to_the_load_key(dry: Path, tmp_path: Path) -> None:
+    """With real metadata the dataset inventory (issue 11) is written at DAG-build time into
+    the shared load folder that its load_data job reads, once per load key."""
+    for label, name in (("real", "r"), ("fake", "f")):
+        (tmp_path / "videos" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "videos" / label / f"{name}{i}.mp4").write_bytes(b"x" * (i + 1))
+    overlay = f"data:\n  metadata: {tmp_path / 'videos'}\n{SHARING}"
+    jobs = planned_jobs(dry, overlays=(_overlay(dry, "inv.yaml", overlay),))
+    assert _by_rule(jobs)["load_data"] == 1
+    (inventory,) = (dry / "runs/tiny/shared").glob("load_*/data/inventory.tsv")
+    assert len(inventory.read_text().splitlines()) == 1 + 6
+    assert not (dry / "runs/tiny/data/inventory.tsv").exists()
+    text = snakemake(dry, "-n", overlays=("inv.yaml",)).stdout
+    assert str(inventory.relative_to(dry)) in text  # an input of load_data
+    mtime = inventory.stat().st_mtime_ns
+    planned_jobs(dry, overlays=("inv.yaml",))
+    assert inventory.stat().st_mtime_ns == mtime, "an unchanged dataset rewrote the inventory"
 
 
 def test_repeats_are_their_own_jobs(dry: Path) -> None:
@@ -213,16 +235,23 @@ def test_repeats_have_their_own_splits_and_rows(project: Path) -> None:
     assert (s0["fold"] != s1["fold"]).any(), "repeat 1 drew the same folds as repeat 0"
     for s in (s0, s1):
         assert (s.groupby("group")["fold"].nunique() == 1).all()
+    # The per-stage caches (issue 11) belong to the shared decode folder, one split cache per
+    # repeat; nothing is kept at runs/<exp>/cache/.
+    assert (decode / "cache/decode").is_dir()
+    for r in range(N_REPEATS):
+        assert (decode / f"cache/split/repeat_{r}/splits.parquet").is_file()
+    assert not (run / "cache").exists()
     # Repeat 0 is plain K-fold with cv.seed: the same folds a run without repeats would use.
     index = pd.read_parquet(decode / "data/clips.parquet")
     plain = assign_folds(index, {"n_splits": N_SPLITS, "seed": 42, "group_column": "group"})
     assert list(plain["fold"]) == list(s0["fold"])
     results = pd.read_feather(run / "base/kfold_results.feather")
     assert list(results["repeat"]) == [
-        *(str(r) for r in range(N_REPEATS) for _ in range(4)),
-        "",
-        "",
+        *(str(r) for r in range(N_REPEATS) for _ in range(N_SPLITS)),
+        *[""] * 5,  # mean, std, pooled, pooled_ci_low, pooled_ci_high
     ]
+    stat_rows = ["mean", "std", "pooled", "pooled_ci_low", "pooled_ci_high"]
+    assert list(results["fold"])[-5:] == stat_rows
     for r in range(N_REPEATS):
         for k in range(N_SPLITS):
             preds = pd.read_parquet(run / f"base/repeat_{r}/fold_{k}/predictions.parquet")
@@ -238,6 +267,8 @@ def test_second_run_does_nothing_and_one_fold_reruns_by_target(project: Path) ->
         "train[variant=dead, repeat=1, fold=2]": 1,
         "aggregate[variant=dead]": 1,
         "plots[variant=dead]": 1,
+        "memory_plot[variant=dead]": 1,
+        "benchmarks[variant=dead]": 1,
         "compare": 1,
         "provenance": 1,
     }
