@@ -1,6 +1,8 @@
 # Real/fake video classification with stratified K-fold cross-validation.
-# Stages: make_demo (only without metadata) -> load_data -> preprocess -> split
-#         -> augment (per fold) -> train (per fold) -> aggregate -> plots, memory_plot, benchmarks.
+# Stages: make_demo (only without metadata) -> load_data -> preprocess -> split (per repeat)
+#         -> augment (per fold) -> train (per variant and fold) -> aggregate -> plots,
+#         memory_plot, benchmarks (per variant) -> compare (with a `sweep`) -> provenance;
+#         predict_data -> predict (per predict set, the base variant's fold models).
 # Not built by default: `snakemake refit` (the final model, runs/<exp>/final/model.pt).
 # Usage: `snakemake --cores all` (see README.md); `snakemake -n` lists what is left to do.
 
@@ -22,6 +24,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/refit.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/provenance.smk"
 
 
 # Trivial rules run inside the main Snakemake process, also on a cluster (no submit latency).
@@ -34,6 +38,8 @@ localrules:
     memory_plot,
     benchmarks,
     predict_metrics,
+    compare,
+    provenance,
 
 
 rule all:

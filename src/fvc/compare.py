@@ -156,6 +156,7 @@ def compare_variants(
                 )
             rows.append(row)
     table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "best"])
+    table["df"] = table["df"].astype("Int64")  # an integer, missing on the baseline's rows
     table["best"] = False
     for _metric, part in table.groupby("metric", sort=False):
         means = part["mean"].dropna()
@@ -268,6 +269,8 @@ def plot_comparison(
                     va="top",
                     fontsize=7,
                 )
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi + 0.3 * (hi - lo))  # headroom for the Δ/p labels above the points
         best = rows.index[rows["best"]].tolist()
         ax.set_xticks(range(len(variants)))
         ax.set_xticklabels([f"{v}*" if v in best else v for v in variants], rotation=30, fontsize=8)

@@ -8,6 +8,11 @@ interval of the pooled ROC-AUC, AP and accuracy). The ``fold`` column is therefo
 ``pandas.read_feather`` returns as-is. Count columns (confusion counts, sizes, epochs) are
 nullable integers: a count in the fold and pooled rows, missing in the statistics rows.
 
+With repeated K-fold (``cv.n_repeats`` > 1) a leading ``repeat`` column (a string, empty on the
+statistics rows, which summarise all repeats' folds) tells the repeats apart; the pooled rows
+pool every repeat's out-of-fold predictions (each video once per repeat) and the bootstrap
+resamples videos (or groups) with all their repeated predictions.
+
 The plots of the report are in :mod:`fvc.plots`.
 """
 
@@ -54,17 +59,24 @@ RESULTS_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _read_metrics(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+def _read_metrics(
+    paths: Sequence[str | os.PathLike[str]], repeats: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Per-fold metrics; with ``repeats`` (one per path) a ``repeat`` column keys them too."""
     rows = []
-    for path in paths:
+    for i, path in enumerate(paths):
         with open(path) as fh:
             m = json.load(fh)
         if "fold" not in m:
             raise ValueError(f"{path}: metrics file has no 'fold' key")
+        if repeats is not None:
+            m["repeat"] = int(repeats[i])
         rows.append(m)
-    df = pd.DataFrame(rows).sort_values("fold").reset_index(drop=True)
-    dup = df["fold"][df["fold"].duplicated()].tolist()
+    keys = ["repeat", "fold"] if repeats is not None else ["fold"]
+    df = pd.DataFrame(rows).sort_values(keys).reset_index(drop=True)
+    dup = df[keys][df[keys].duplicated()].to_numpy().tolist()
     if dup:
+        dup = [d[0] for d in dup] if len(keys) == 1 else dup
         raise ValueError(f"fold(s) {dup} appear in more than one metrics file")
     return df
 
@@ -120,22 +132,32 @@ def check_coverage(preds: pd.DataFrame, splits: pd.DataFrame) -> None:
 
 
 def fold_scores(preds: pd.DataFrame) -> pd.DataFrame:
-    """Threshold-free scores (AP, EER, log loss, Brier) of each fold's own predictions."""
+    """Threshold-free scores (AP, EER, log loss, Brier) of each fold's own predictions (of
+    each (repeat, fold) when ``preds`` has a ``repeat`` column).
+    """
+    keys = ["repeat", "fold"] if "repeat" in preds.columns else ["fold"]
     rows = [
-        {"fold": int(fold), **score_metrics(df["label"], df["prob_fake"])}
-        for fold, df in preds.groupby("fold", sort=True)
+        {
+            **{k: int(v) for k, v in zip(keys, ids, strict=True)},
+            **score_metrics(df["label"], df["prob_fake"]),
+        }
+        for ids, df in preds.groupby(keys, sort=True)
     ]
-    return pd.DataFrame(rows, columns=["fold", *SCORE_NAMES])
+    return pd.DataFrame(rows, columns=[*keys, *SCORE_NAMES])
 
 
 def kfold_table(per_fold: pd.DataFrame, pooled: dict[str, Any] | None = None) -> pd.DataFrame:
     """Per-fold rows, ``mean``/``std`` (sample std, ddof=1) rows and, given ``pooled``, the
     ``pooled`` and CI rows (``pooled`` holds the pooled metrics and ``ci``: name -> (lo, hi)).
+    With a ``repeat`` column in ``per_fold`` (repeated K-fold) the table starts with it, a
+    string that is empty on the statistics rows.
     """
+    keys = ["repeat", "fold"] if "repeat" in per_fold.columns else ["fold"]
     floats = [c for c in (*SUMMARY_COLUMNS, "threshold") if c in per_fold.columns]
     ints = [c for c in INT_COLUMNS if c in per_fold.columns]
-    table = per_fold[["fold", *floats, *ints]].copy()
-    table["fold"] = table["fold"].astype(int).astype(str)
+    table = per_fold[[*keys, *floats, *ints]].copy()
+    for key in keys:
+        table[key] = table[key].astype(int).astype(str)
     numeric = per_fold[floats].astype(float)
     stats = [
         {"fold": "mean", **numeric.mean(axis=0, skipna=True).to_dict()},
@@ -149,11 +171,14 @@ def kfold_table(per_fold: pd.DataFrame, pooled: dict[str, Any] | None = None) ->
         stats.append({"fold": "pooled", **{c: pooled.get(c) for c in (*floats, *ints)}})
         stats.append({"fold": "pooled_ci_low", **{c: ci[c][0] for c in ci}})
         stats.append({"fold": "pooled_ci_high", **{c: ci[c][1] for c in ci}})
+    if "repeat" in keys:
+        for row in stats:
+            row["repeat"] = ""
     out = pd.concat(
         [table.astype({c: float for c in floats}), pd.DataFrame(stats)], ignore_index=True
     )
     out = out.astype({c: float for c in floats if c in out} | {c: "Int64" for c in ints})
-    return out[["fold", *floats, *ints]]
+    return out[[*keys, *floats, *ints]]
 
 
 def aggregate_folds(
@@ -161,10 +186,11 @@ def aggregate_folds(
     predictions_paths: Sequence[str | os.PathLike[str]],
     out_results: str | os.PathLike[str],
     out_summary: str | os.PathLike[str],
-    splits_path: str | os.PathLike[str] | None = None,
+    splits_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     excluded_paths: Sequence[str | os.PathLike[str]] = (),
     cfg: dict[str, Any] | None = None,
     out_html: str | os.PathLike[str] | None = None,
+    repeats: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write kfold_results.feather and summary.json from the per-fold train outputs.
 
@@ -174,22 +200,43 @@ def aggregate_folds(
     :func:`check_coverage`), and when ``group_column`` is set the bootstrap resamples the
     splits' groups instead of single videos. ``out_html`` gets the table as a page for the
     report (:func:`results_html`).
+
+    ``repeats`` gives the repeat of each path (repeated K-fold; then ``splits_path`` is one
+    splits.parquet per repeat, in repeat order, and coverage is checked per repeat). With a
+    single repeat the tables are exactly the plain K-fold ones.
     """
     cfg = {**RESULTS_DEFAULTS, **(cfg or {})}
-    per_fold = _read_metrics(metrics_paths)
-    preds = pd.concat([pd.read_parquet(p) for p in predictions_paths], ignore_index=True)
+    if repeats is not None and len(set(repeats)) < 2:
+        repeats = None
+    per_fold = _read_metrics(metrics_paths, repeats)
+    frames = [pd.read_parquet(p) for p in predictions_paths]
+    if repeats is not None:
+        frames = [f.assign(repeat=int(r)) for f, r in zip(frames, repeats, strict=True)]
+    preds = pd.concat(frames, ignore_index=True)
+    by_repeat = list(preds.groupby("repeat", sort=True)) if repeats is not None else [(0, preds)]
     groups = None
     if splits_path is None:
-        _check_duplicates(preds)
+        for _, part in by_repeat:
+            _check_duplicates(part)
     else:
-        splits = pd.read_parquet(splits_path)
-        check_coverage(preds, splits)
+        paths = [splits_path] if isinstance(splits_path, str | os.PathLike) else list(splits_path)
+        if len(paths) != len(by_repeat):
+            raise ValueError(f"{len(paths)} splits file(s) for {len(by_repeat)} repeat(s)")
+        all_splits = [pd.read_parquet(p) for p in paths]
+        for (_, part), splits in zip(by_repeat, all_splits, strict=True):
+            check_coverage(part, splits)
         if cfg["group_column"]:
-            groups = preds["video_id"].map(splits.set_index("video_id")["group"]).to_numpy()
+            group_of = all_splits[0].set_index("video_id")["group"]
+            groups = preds["video_id"].map(group_of).to_numpy()
+    unit = "group" if groups is not None else "video"
+    if groups is None and repeats is not None:
+        # A video's predictions of every repeat are resampled together (not independent).
+        groups = preds["video_id"].to_numpy()
 
     scores = fold_scores(preds)
+    keys = ["repeat", "fold"] if repeats is not None else ["fold"]
     per_fold = per_fold.drop(columns=[c for c in SCORE_NAMES if c in per_fold]).merge(
-        scores, on="fold", how="left"
+        scores, on=keys, how="left"
     )
     per_fold["threshold"] = DEFAULT_THRESHOLD
 
@@ -206,7 +253,7 @@ def aggregate_folds(
     mean_row, std_row = stats.loc["mean"], stats.loc["std"]
     summary: dict[str, Any] = {
         "n_folds": len(per_fold),
-        "n_videos": len(preds),
+        "n_videos": preds["video_id"].nunique() if repeats is not None else len(preds),
         "n_excluded": sum(_count_rows(p) for p in excluded_paths),
         "mean": {c: _num(mean_row[c]) for c in SUMMARY_COLUMNS if c in mean_row},
         "std": {c: _num(std_row[c]) for c in SUMMARY_COLUMNS if c in std_row},
@@ -215,7 +262,7 @@ def aggregate_folds(
         "ci95": {
             "method": "percentile bootstrap",
             "resamples": int(cfg["bootstrap_samples"]),
-            "unit": "group" if groups is not None else "video",
+            "unit": unit,
             **{k: [_num(lo), _num(hi)] for k, (lo, hi) in ci.items()},
         },
     }
@@ -257,6 +304,10 @@ def _num(value: Any) -> float | int | None:
 def results_html(table: pd.DataFrame, summary: dict[str, Any]) -> str:
     """kfold_results as a small standalone HTML page (the report shows it in a frame)."""
     thr, ci = summary["threshold"], summary["ci95"]
+    if "repeat" in table.columns:  # repeated K-fold: columns r<repeat>/<fold>, then the stats
+        pairs = zip(table["repeat"], table["fold"], strict=True)
+        labels = [f"r{r}/{f}" if r else f for r, f in pairs]
+        table = table.drop(columns="repeat").assign(fold=labels)
     shown = table.set_index("fold").T
     body = shown.to_html(float_format=lambda v: f"{v:.3f}", na_rep="", border=0)
     intervals = ", ".join(

@@ -267,7 +267,7 @@ def test_scancel_then_rerun_resumes_and_dry_run_lists_rest(tmp_path: Path) -> No
     assert not (project / RUN / "fold_0/metrics.json").exists()
     assert (project / RUN / "fold_1/metrics.json").exists(), "fold 1 must finish (keep-going)"
     left = planned_jobs(project, *profile_args())
-    results_jobs = ("aggregate", "plots", "memory_plot", "benchmarks")
+    results_jobs = ("aggregate", "plots", "memory_plot", "benchmarks", "provenance")
     assert left == {"train[fold=0]": 1, **dict.fromkeys(results_jobs, 1)}, left
 
     out = SnakemakeRun(project, [*profile_args(), *TINY], "rerun").check(timeout=900)

@@ -158,7 +158,8 @@ def test_unchanged_sets_do_nothing_and_an_added_video_reruns_its_set_only(proj: 
     assert planned_jobs(proj, overlays=OVERLAY) == {
         "predict_data[name=flat]": 1,
         "predict[name=flat]": 1,
-        "predict_metrics": 1,
+        "predict_metrics": 1,  # the report's table of every set's metrics
+        "provenance": 1,  # runs last, after every result (predict sets included)
     }
     snakemake(proj, overlays=OVERLAY)
     log = (proj / RUN / "logs/predict_data/flat.log").read_text()

@@ -32,7 +32,7 @@ EPOCHS = _TINY_CFG["train"]["epochs"]  # 2
 RUN = Path("runs/tiny")
 EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
 #: The jobs downstream of train (all rerun when any fold is retrained).
-RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks")
+RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks", "provenance")
 
 
 def epochs_trained(log: str) -> list[int]:

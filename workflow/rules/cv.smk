@@ -3,40 +3,40 @@
 
 rule split:
     input:
-        index=rules.preprocess.output.index,
+        index=get_upstream("decode", "data/clips.parquet"),
     output:
-        splits=f"{RUN}/splits.parquet",
+        splits=get_split_path("splits.parquet"),
         summary=report(
-            f"{RUN}/splits_summary.tsv",
+            get_split_path("splits_summary.tsv"),
             caption="../report/splits.rst",
             category="Folds",
         ),
     log:
-        f"{RUN}/logs/split.log",
+        get_path("decode", f"logs/{_repeat_dir()}split.log"),
     conda:
         "../../envs/data.yaml"
     params:
-        cv=config["cv"],
-        previous=f"{get_cache_dir('split')}/splits.parquet",
+        cv=get_cv_params,
+        previous=f"{get_cache_dir('split', 'decode')}/{_repeat_dir()}splits.parquet",
     script:
         "../scripts/split.py"
 
 
 rule augment:
     input:
-        clips=rules.preprocess.output.clips,
-        splits=rules.split.output.splits,
+        clips=get_upstream("decode", "data/clips.npy"),
+        splits=get_upstream("split", "splits.parquet"),
     output:
-        clips=f"{RUN}/fold_{{fold}}/augment/clips.npy",
-        manifest=f"{RUN}/fold_{{fold}}/augment/manifest.parquet",
+        clips=get_fold_path("augment", "augment/clips.npy"),
+        manifest=get_fold_path("augment", "augment/manifest.parquet"),
     log:
-        f"{RUN}/logs/augment/fold_{{fold}}.log",
+        get_fold_file("augment", "logs/augment", ".log"),
     benchmark:
-        f"{RUN}/benchmarks/augment/fold_{{fold}}.tsv"
+        get_fold_file("augment", "benchmarks/augment", ".tsv")
     conda:
         "../../envs/torch.yaml"
     params:
         fold="{fold}",
-        augment=config["augment"],
+        augment=get_variant_section("augment"),
     script:
         "../scripts/augment.py"

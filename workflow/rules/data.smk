@@ -16,20 +16,20 @@ rule make_demo:
 
 rule load_data:
     input:
-        metadata=get_metadata_source(),
-        inventory=get_dataset_inventory(),
+        metadata=get_metadata_source,
+        inventory=get_dataset_inventory,
     output:
-        metadata=f"{RUN}/data/metadata.parquet",
-        excluded=f"{RUN}/data/excluded.tsv",
+        metadata=get_path("load", "data/metadata.parquet"),
+        excluded=get_path("load", "data/excluded.tsv"),
     log:
-        f"{RUN}/logs/load_data.log",
+        get_path("load", "logs/load_data.log"),
     benchmark:
-        f"{RUN}/benchmarks/load_data.tsv"
+        get_path("load", "benchmarks/load_data.tsv")
     conda:
         "../../envs/data.yaml"
     threads: config["data"]["workers"]
     params:
-        data=load_params(),
+        data=load_params,
         min_per_class=config["cv"]["n_splits"],
     script:
         "../scripts/load_data.py"
@@ -37,20 +37,20 @@ rule load_data:
 
 rule preprocess:
     input:
-        metadata=rules.load_data.output.metadata,
+        metadata=get_upstream("load", "data/metadata.parquet"),
     output:
-        clips=f"{RUN}/data/clips.npy",
-        index=f"{RUN}/data/clips.parquet",
-        excluded=f"{RUN}/data/decode_excluded.tsv",
+        clips=get_path("decode", "data/clips.npy"),
+        index=get_path("decode", "data/clips.parquet"),
+        excluded=get_path("decode", "data/decode_excluded.tsv"),
     log:
-        f"{RUN}/logs/preprocess.log",
+        get_path("decode", "logs/preprocess.log"),
     benchmark:
-        f"{RUN}/benchmarks/preprocess.tsv"
+        get_path("decode", "benchmarks/preprocess.tsv")
     conda:
         "../../envs/data.yaml"
     threads: config["data"]["workers"]
     params:
-        data=decode_params(),
-        cache=get_cache_dir("decode"),
+        data=decode_params,
+        cache=get_cache_dir("decode", "decode"),
     script:
         "../scripts/preprocess.py"

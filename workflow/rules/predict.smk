@@ -1,6 +1,8 @@
 # Predict sets (issue 9 point 3): the trained models applied to new videos. Each configured
 # set is read, probed and decoded like the training set (own inventory and decode cache),
-# then scored by every fold model; only built when predict.sets is not empty.
+# then scored by every fold model; only built when predict.sets is not empty. With a sweep the
+# sets stay in runs/<exp>/predict/ and are scored by the base variant (its decode settings,
+# fold models and threshold; with repeats, repeat 0's fold models).
 
 
 rule predict_data:
@@ -36,9 +38,9 @@ rule predict:
         index=rules.predict_data.output.index,
         excluded=rules.predict_data.output.excluded,
         models=get_predict_models,
-        summary=rules.aggregate.output.summary,
-        predictions=get_fold_outputs("predictions.parquet"),
-        train_index=rules.preprocess.output.index,
+        summary=get_upstream("variant", "summary.json"),
+        predictions=get_predict_predictions,
+        train_index=get_upstream("decode", "data/clips.parquet"),
     output:
         table=f"{RUN}/predict/{{name}}.parquet",
         excluded=f"{RUN}/predict/{{name}}_excluded.tsv",
@@ -55,6 +57,6 @@ rule predict:
     params:
         name="{name}",
         model=config["predict"]["model"],
-        batch_size=config["train"]["batch_size"],
+        batch_size=VARIANTS[fvc_sweep.BASE]["train"]["batch_size"],
     script:
         "../scripts/predict.py"

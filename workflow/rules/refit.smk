@@ -6,8 +6,8 @@
 
 rule augment_final:
     input:
-        clips=rules.preprocess.output.clips,
-        splits=rules.split.output.splits,
+        clips=get_base_upstream("data/clips.npy"),
+        splits=get_base_upstream("splits.parquet"),
     output:
         clips=f"{RUN}/final/augment/clips.npy",
         manifest=f"{RUN}/final/augment/manifest.parquet",

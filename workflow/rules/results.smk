@@ -6,28 +6,29 @@ rule aggregate:
     input:
         metrics=get_fold_outputs("metrics.json"),
         predictions=get_fold_outputs("predictions.parquet"),
-        splits=rules.split.output.splits,
-        excluded=rules.load_data.output.excluded,
-        decode_excluded=rules.preprocess.output.excluded,
+        splits=get_split_files,
+        excluded=get_upstream("load", "data/excluded.tsv"),
+        decode_excluded=get_upstream("decode", "data/decode_excluded.tsv"),
     output:
-        results=f"{RUN}/kfold_results.feather",
+        results=get_path("variant", "kfold_results.feather"),
         summary=report(
-            f"{RUN}/summary.json",
+            get_path("variant", "summary.json"),
             caption="../report/summary.rst",
             category="Results",
             subcategory="Metrics",
         ),
         table=report(
-            f"{RUN}/kfold_results.html",
+            get_path("variant", "kfold_results.html"),
             caption="../report/kfold_results.rst",
             category="Results",
             subcategory="Metrics",
         ),
     log:
-        f"{RUN}/logs/aggregate.log",
+        get_path("variant", "logs/aggregate.log"),
     conda:
         "../../envs/data.yaml"
     params:
+        repeats=get_fold_repeats,
         results=results_params(),
     script:
         "../scripts/aggregate.py"
@@ -40,37 +41,37 @@ rule plots:
         summary=rules.aggregate.output.summary,
     output:
         roc=report(
-            f"{RUN}/plots/roc_curves.png",
+            get_path("variant", "plots/roc_curves.png"),
             caption="../report/roc_curves.rst",
             category="Results",
             subcategory="Curves",
         ),
         pr=report(
-            f"{RUN}/plots/pr_curves.png",
+            get_path("variant", "plots/pr_curves.png"),
             caption="../report/pr_curves.rst",
             category="Results",
             subcategory="Curves",
         ),
         calibration=report(
-            f"{RUN}/plots/calibration.png",
+            get_path("variant", "plots/calibration.png"),
             caption="../report/calibration.rst",
             category="Results",
             subcategory="Calibration",
         ),
         confusion=report(
-            f"{RUN}/plots/confusion_matrix.png",
+            get_path("variant", "plots/confusion_matrix.png"),
             caption="../report/confusion_matrix.rst",
             category="Results",
             subcategory="Metrics",
         ),
         curves=report(
-            f"{RUN}/plots/training_curves.png",
+            get_path("variant", "plots/training_curves.png"),
             caption="../report/training_curves.rst",
             category="Training",
             subcategory="Curves",
         ),
     log:
-        f"{RUN}/logs/plots.log",
+        get_path("variant", "logs/plots.log"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -82,13 +83,13 @@ rule memory_plot:
         memory=get_fold_outputs("memory.jsonl"),
     output:
         png=report(
-            f"{RUN}/plots/memory.png",
+            get_path("variant", "plots/memory.png"),
             caption="../report/memory.rst",
             category="Training",
             subcategory="Memory",
         ),
     log:
-        f"{RUN}/logs/memory_plot.log",
+        get_path("variant", "logs/memory_plot.log"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -97,22 +98,22 @@ rule memory_plot:
 
 rule benchmarks:
     input:
-        benchmarks=get_benchmark_files(),
+        benchmarks=get_benchmark_files,
     output:
         table=report(
-            f"{RUN}/benchmarks.tsv",
+            get_path("variant", "benchmarks.tsv"),
             caption="../report/benchmarks.rst",
             category="Resources",
             subcategory="Run time and memory",
         ),
         png=report(
-            f"{RUN}/plots/benchmarks.png",
+            get_path("variant", "plots/benchmarks.png"),
             caption="../report/benchmarks.rst",
             category="Resources",
             subcategory="Run time and memory",
         ),
     log:
-        f"{RUN}/logs/benchmarks.log",
+        get_path("variant", "logs/benchmarks.log"),
     conda:
         "../../envs/data.yaml"
     script:

@@ -5,21 +5,23 @@
 
 rule train:
     input:
-        clips=rules.preprocess.output.clips,
-        index=rules.preprocess.output.index,
-        splits=rules.split.output.splits,
-        aug_clips=rules.augment.output.clips,
-        aug_manifest=rules.augment.output.manifest,
+        clips=get_upstream("decode", "data/clips.npy"),
+        index=get_upstream("decode", "data/clips.parquet"),
+        splits=get_upstream("split", "splits.parquet"),
+        aug_clips=get_upstream("augment", "augment/clips.npy", fold_level=True),
+        aug_manifest=get_upstream(
+            "augment", "augment/manifest.parquet", fold_level=True
+        ),
     output:
-        metrics=f"{RUN}/fold_{{fold}}/metrics.json",
-        predictions=f"{RUN}/fold_{{fold}}/predictions.parquet",
-        history=f"{RUN}/fold_{{fold}}/history.csv",
-        model=f"{RUN}/fold_{{fold}}/best_model.pt",
-        memory_log=f"{RUN}/fold_{{fold}}/memory.jsonl",
+        metrics=get_train_output("metrics.json"),
+        predictions=get_train_output("predictions.parquet"),
+        history=get_train_output("history.csv"),
+        model=get_train_output("best_model.pt"),
+        memory_log=get_train_output("memory.jsonl"),
     log:
-        f"{RUN}/logs/train/fold_{{fold}}.log",
+        get_fold_file("variant", "logs/train", ".log"),
     benchmark:
-        f"{RUN}/benchmarks/train/fold_{{fold}}.tsv"
+        get_fold_file("variant", "benchmarks/train", ".tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -31,9 +33,9 @@ rule train:
         # only result-affecting keys: changing an operational one (x-operational in the schema,
         # e.g. train.num_workers) neither reruns a finished fold nor restarts a running one
         fold="{fold}",
-        model=config["model"],
-        train=non_operational("train"),
+        model=get_variant_section("model"),
+        train=get_result_section("train"),
         memory=non_operational("memory"),
-        checkpoint_dir=f"{RUN}/checkpoints/fold_{{fold}}",
+        checkpoint_dir=get_fold_file("variant", "checkpoints"),
     script:
         "../scripts/train.py"
