@@ -251,16 +251,19 @@ def scan_videos(source, data_cfg, inventory):
     return inventory
 
 
-def get_dataset_inventory(wildcards=None):
-    """Input function of load_data: <load root>/data/inventory.tsv of the training videos of
-    this job's load key (runs/<exp>/data/inventory.tsv without a sweep; see scan_videos);
-    [] for the generated demo, whose videos are the workflow's own output.
-    """
-    variant = _variant_of(wildcards or {})
+def _variant_inventory(variant):
+    """<load root>/data/inventory.tsv of `variant`'s training videos (runs/<exp>/data/
+    inventory.tsv without a sweep); [] for the generated demo, whose videos are the workflow's
+    own output."""
     if not VARIANTS[variant]["data"]["metadata"]:
         return []
-    path = _fill(get_path("load", "data/inventory.tsv"), variant, {})
-    return scan_videos(get_metadata_source(wildcards), load_params(wildcards), path)
+    return _fill(get_path("load", "data/inventory.tsv"), variant, {})
+
+
+def get_dataset_inventory(wildcards=None):
+    """Input function of load_data: the inventory of this job's load key (see scan_videos;
+    written while parsing, below)."""
+    return _variant_inventory(_variant_of(wildcards or {}))
 
 
 def load_params(wildcards=None):
@@ -273,6 +276,18 @@ def load_params(wildcards=None):
 def decode_params(wildcards=None):
     """The data keys that decide the decoded clips (fvc.sweep.decode_params)."""
     return fvc_sweep.decode_params(VARIANTS[_variant_of(wildcards or {})])
+
+
+# Scan the training videos now, while parsing (once per load key): Snakemake notes which files
+# exist before it evaluates input functions, so an inventory first written from an input
+# function would count as missing on the first run.
+for _variant in dict.fromkeys(_VARIANT_OF_KEY["load"].values()):
+    if _variant_inventory(_variant):
+        scan_videos(
+            VARIANTS[_variant]["data"]["metadata"],
+            fvc_sweep.load_params(VARIANTS[_variant]),
+            _variant_inventory(_variant),
+        )
 
 
 def get_split_files(wildcards=None):
