@@ -477,10 +477,13 @@ def predict_specs():
     """{name: {metadata, root, format}} of `predict.sets`; a missing source fails at start-up
     with one line naming predict.sets.<name> (fvc.predict.set_spec / check_source).
     """
+    sets = (config.get("predict") or {}).get("sets") or {}
+    if not sets:
+        return {}  # no import of fvc.predict (torch): every job's Snakemake parses this file
     from fvc.predict import PredictError, check_source, set_spec
 
     specs = {}
-    for name, value in ((config.get("predict") or {}).get("sets") or {}).items():
+    for name, value in sets.items():
         try:
             specs[name] = set_spec(name, value)
             check_source(name, specs[name])
