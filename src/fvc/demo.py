@@ -152,12 +152,13 @@ def _render(
     size: int,
     frames: int,
     fake: bool,
+    subtle_share: float = SUBTLE_SHARE,
 ) -> np.ndarray:
     """Render one clip as uint8 (frames, size, size, 3)."""
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     content = mask = None
     if fake:
-        strength = rng.uniform(*(SUBTLE if rng.random() < SUBTLE_SHARE else STRENGTH))
+        strength = rng.uniform(*(SUBTLE if rng.random() < subtle_share else STRENGTH))
         content, mask = _patch(other, rng, size)
         side = mask.shape[0]
         px0, py0 = rng.uniform(0, size - side, size=2)
@@ -200,12 +201,14 @@ def make_demo_dataset(out_csv: str | os.PathLike[str], cfg: dict[str, Any]) -> p
     """Generate the demo videos under ``<csv folder>/videos/`` and then, last, the CSV.
 
     ``cfg`` is ``config["data"]["demo"]``: ``sources``, ``clips_per_source``, ``frames``,
-    ``size``, ``seed``. Each source id (the ``group``) yields ``clips_per_source`` real and as
-    many fake clips. The CSV (``path`` relative to its folder, ``label`` real/fake, ``group``)
-    is written atomically after every video exists, so its presence means the set is complete.
+    ``size``, ``seed`` and ``subtle_share`` (default :data:`SUBTLE_SHARE`). Each source id (the
+    ``group``) yields ``clips_per_source`` real and as many fake clips. The CSV (``path``
+    relative to its folder, ``label`` real/fake, ``group``) is written atomically after every
+    video exists, so its presence means the set is complete.
     """
     sources, per_source = int(cfg["sources"]), int(cfg["clips_per_source"])
     frames, size, seed = int(cfg["frames"]), int(cfg["size"]), int(cfg["seed"])
+    subtle_share = float(cfg.get("subtle_share", SUBTLE_SHARE))
     if sources < 1 or per_source < 1 or frames < 1 or size < 16:
         raise ValueError(
             f"data.demo: need sources, clips_per_source, frames >= 1 and size >= 16, got {cfg}"
@@ -224,7 +227,7 @@ def make_demo_dataset(out_csv: str | os.PathLike[str], cfg: dict[str, Any]) -> p
         for clip_no in range(per_source):
             for label in ("real", "fake"):
                 clip_rng = np.random.default_rng([seed, source, clip_no, label == "fake"])
-                clip = _render(img, other, clip_rng, size, frames, fake=label == "fake")
+                clip = _render(img, other, clip_rng, size, frames, label == "fake", subtle_share)
                 name = f"{group}_{label}_{clip_no}.mp4"
                 _encode(video_dir / name, clip)
                 rows.append({"path": f"videos/{name}", "label": label, "group": group})

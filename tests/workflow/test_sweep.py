@@ -38,8 +38,11 @@ RUN = Path("runs") / EXP
 N_SPLITS, N_REPEATS = 4, 2
 COMPARE = f"""experiment: {EXP}
 data:
+  size: 32
+  num_frames: 8
   demo:
     sources: 16
+    subtle_share: 0  # every fake visible: base learns (ROC-AUC ~1), an untrained net does not
 cv:
   n_splits: {N_SPLITS}
   n_repeats: {N_REPEATS}
