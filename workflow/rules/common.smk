@@ -478,8 +478,9 @@ def predict_specs():
     with one line naming predict.sets.<name> (fvc.predict.set_spec / check_source).
     """
     sets = (config.get("predict") or {}).get("sets") or {}
+    # no import of fvc.predict (torch) without sets: every job's Snakemake parses this file
     if not sets:
-        return {}  # no import of fvc.predict (torch): every job's Snakemake parses this file
+        return {}
     from fvc.predict import PredictError, check_source, set_spec
 
     specs = {}
