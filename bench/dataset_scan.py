@@ -29,11 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-SCAN_OFF = 'if not config["data"]["metadata"]:\n        return []'
+SCAN_OFF = 'if not VARIANTS[variant]["data"]["metadata"]:\n        return []'
 
 
 def make_project(dest: Path, scan: bool) -> Path:
-    """A copy of the workflow; ``scan=False`` makes get_dataset_inventory return [] always."""
+    """A copy of the workflow; ``scan=False`` makes _variant_inventory return [] always."""
     dest.mkdir(parents=True)
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
     for sub in ("workflow", "config", "envs"):
