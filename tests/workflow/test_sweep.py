@@ -35,11 +35,9 @@ pytestmark = [pytest.mark.workflow, pytest.mark.timeout(RUN_TIMEOUT_S + 300)]
 
 EXP = "cmp"
 RUN = Path("runs") / EXP
-N_SPLITS, N_REPEATS = 4, 2
+N_SPLITS, N_REPEATS = 8, 2  # 1/(k·r) + n2/n1 = 0.2: an untrained net is reliably worse
 COMPARE = f"""experiment: {EXP}
 data:
-  size: 32
-  num_frames: 8
   demo:
     sources: 16
     subtle_share: 0  # every fake visible: base learns (ROC-AUC ~1), an untrained net does not
