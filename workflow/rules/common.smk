@@ -73,19 +73,24 @@ def _resolve_variants():
 VARIANTS = _resolve_variants()
 
 
+def non_operational(section, values=None):
+    """The keys of config `section` (or of `values`, e.g. a variant's section) that change
+    results: keys marked x-operational in the schema (workers, checkpoint cadence, device, GC
+    cadence) are left out, so that changing one does not rerun finished jobs; scripts read those
+    from snakemake.config. (Not results_params(): the cv keys of the results rules.)"""
+    props = _SCHEMA["properties"][section]["properties"]
+    return {
+        k: v
+        for k, v in (config[section] if values is None else values).items()
+        if not props.get(k, {}).get("x-operational")
+    }
+
+
 def _without_operational(cfg):
     """A variant's config without the schema's x-operational keys (workers, checkpoint cadence,
     device, GC cadence): they change how a job runs, not its result, so they are not part of
     the stage keys (a variant differing only in them shares the base's folds)."""
-    out = dict(cfg)
-    for section in ("train", "memory"):
-        props = _SCHEMA["properties"][section]["properties"]
-        out[section] = {
-            k: v
-            for k, v in cfg[section].items()
-            if not props.get(k, {}).get("x-operational")
-        }
-    return out
+    return {**cfg, **{s: non_operational(s, cfg[s]) for s in ("train", "memory")}}
 
 
 VARIANT_KEYS = {
@@ -312,19 +317,6 @@ def _variant_fold_outputs(variant, name):
     pattern = get_fold_path("variant", name)
     trained = TRAINED_BY[variant]
     return [pattern.format(variant=trained, repeat=r, fold=k) for r, k in _fold_ids()]
-
-
-def non_operational(section, values=None):
-    """The keys of config `section` (or of `values`, e.g. a variant's section) that change
-    results: keys marked x-operational in the schema (workers, checkpoint cadence, device, GC
-    cadence) are left out, so that changing one does not rerun finished jobs; scripts read those
-    from snakemake.config. (Not results_params(): the cv keys of the results rules.)"""
-    props = _SCHEMA["properties"][section]["properties"]
-    return {
-        k: v
-        for k, v in (config[section] if values is None else values).items()
-        if not props.get(k, {}).get("x-operational")
-    }
 
 
 def get_fold_outputs(name):
