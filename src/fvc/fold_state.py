@@ -6,7 +6,8 @@
   built by :func:`new_run`) and :class:`Position` (where the fold stands: plain values only);
 - the ONE checkpoint dict (:func:`make_checkpoint` / :func:`restore_checkpoint`);
 - the end-of-epoch bookkeeping (history row, best epoch, patience: :func:`record_epoch`);
-- the declared outputs of the train rule (:class:`FoldOutputs`, written by :func:`publish`).
+- the declared outputs of the train and refit rules (:class:`FoldOutputs`,
+  :class:`FinalOutputs`, written by :func:`publish`).
 
 No training maths here: this module decides what is remembered and what is published.
 """
@@ -39,6 +40,7 @@ HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "accuracy", "balanced_accuracy", "f1", "roc_auc", "lr",
     "micro_batch_size", "seconds",
 ]  # fmt: skip
+FINAL_HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "micro_batch_size", "seconds"]
 
 
 def fold_config(model_cfg: dict | None, train_cfg: dict | None) -> tuple[dict, dict]:
@@ -91,6 +93,20 @@ class FoldOutputs:
 
 
 @dataclass
+class FinalOutputs:
+    """The refit rule's declared outputs (docs/artifacts.md): the final model, no validation."""
+
+    model: str | Path
+    history: str | Path
+    memory_log: str | Path
+
+    @classmethod
+    def in_dir(cls, out_dir: str | Path) -> FinalOutputs:
+        d = Path(out_dir)
+        return cls(d / "model.pt", d / "history.csv", d / "memory.jsonl")
+
+
+@dataclass
 class Position:
     """Where a fold stands. Every field is a key of the checkpoint dict (plain Python values)."""
 
@@ -98,12 +114,11 @@ class Position:
     eval_batch_size: int
     epoch: int = 0  # completed epochs
     batch_in_epoch: int = 0  # batches of epoch ``epoch + 1`` already consumed
-    step: int = 0  # batches consumed in this fold (GC cadence)
+    step: int = 0  # batches consumed in this fold (GC cadence, skip fraction)
     loss_sum: float = 0.0  # sum of per-sample train losses in the current epoch
     samples: int = 0
     seconds: float = 0.0  # time spent in the current epoch (across attempts)
     skipped: int = 0  # batches skipped after OOM at the minimum micro-batch
-    batches: int = 0
     bad_epochs: int = 0  # epochs without improvement (early stopping)
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -268,136 +283,87 @@ def restore_checkpoint(run: Run, state: dict[str, Any]) -> None:
 def record_epoch(
     run: Run,
     e: int,
-    labels: np.ndarray,
-    val_loss: float,
-    probs: np.ndarray,
     lr: float,
     tc: dict[str, Any],
-    eval_started: float,
+    started: float,
+    val: tuple[np.ndarray, float, np.ndarray] | None = None,
 ) -> tuple[dict, bool]:
-    """Book epoch ``e``'s validation: history row, best record, patience.
+    """Book epoch ``e``: history row, best record, patience; returns ``(row, improved)``.
 
-    ``lr`` is the rate the epoch trained with (read before the schedule stepped);
-    ``eval_started`` (``time.time()``) counts the validation into the epoch's seconds. The
-    running train loss and position are reset, so :class:`Position` then points at epoch
-    ``e + 1``.
+    ``val`` is ``(labels, val_loss, probs)`` of the validation; without it (the final model)
+    the latest epoch is the model (``best``, so its epoch checkpoint is never pruned). ``lr``
+    is the rate the epoch trained with (read before the schedule stepped); ``started``
+    (``time.time()`` after training) counts the validation into the epoch's seconds. The running
+    train loss and position are reset, so :class:`Position` then points at epoch ``e + 1``.
     """
     flush_loss(run)
-    pos, metric = run.pos, tc["best_metric"]
-    m = binary_metrics(labels, probs)
-    value = float(val_loss if metric == "val_loss" else m[metric])
-    row = {
-        "epoch": e,
-        "train_loss": pos.loss_sum / max(pos.samples, 1),
-        "val_loss": val_loss,
-        **{k: m[k] for k in HISTORY_COLUMNS if k in m},
-        "lr": lr,
-        "micro_batch_size": pos.micro_batch_size,
-        "seconds": round(pos.seconds + time.time() - eval_started, 3),
-    }
-    pos.history.append(row)
-    improved = not pos.best or is_better(metric, value, pos.best["value"])
-    if improved:
-        pos.best = {
-            "epoch": e,
-            "value": value,
-            "val_loss": val_loss,
-            "metrics": m,
-            "probs": probs.tolist(),
-        }
-        pos.bad_epochs = 0
-    else:
-        pos.bad_epochs += 1
-    pos.stopped_early = bool(tc["patience"]) and pos.bad_epochs >= tc["patience"]
-    pos.epoch, pos.batch_in_epoch, pos.loss_sum, pos.samples, pos.seconds = e, 0, 0.0, 0, 0.0
-    return row, improved
-
-
-def publish(
-    outputs: FoldOutputs,
-    run: Run,
-    fold: int,
-    data: FoldData,
-    model_cfg: dict,
-    metric: str,
-    ckpt_dir: Path,
-) -> dict[str, Any]:
-    """Write the declared outputs from the best epoch (each atomically); returns the metrics."""
-    pos, best = run.pos, run.pos.best
-    probs = np.asarray(best["probs"], dtype=np.float64)
-    pred = data.val_rows.assign(prob_fake=probs, pred=(probs >= 0.5).astype(np.int64), fold=fold)
-    write_parquet(outputs.predictions, pred)
-    metrics = {
-        "fold": fold,
-        "best_epoch": best["epoch"],
-        "epochs_trained": pos.epoch,
-        "n_train": len(data.train) - data.n_aug,
-        "n_val": len(data.val),
-        "val_loss": best["val_loss"],
-        **best["metrics"],
-    }
-    write_json(outputs.metrics, metrics)
-    history = pd.DataFrame(pos.history, columns=HISTORY_COLUMNS)
-    write_text(outputs.history, history.to_csv(index=False))
-    # the best weights are stored once: in the best epoch's checkpoint
-    weights = ckpt.load_checkpoint(ckpt.epoch_path(ckpt_dir, best["epoch"]))["model_state"]
-    best_model = {"model_state": weights, "model": model_cfg, "epoch": best["epoch"],
-                  "metric": metric, "value": best["value"]}  # fmt: skip
-    with atomic_path(outputs.model) as tmp:
-        torch.save(best_model, tmp)
-    if run.memlog is not None:
-        run.memlog.publish(outputs.memory_log)
-    return metrics
-
-
-# ---------------------------------------------------------------- the final model (fvc.refit)
-
-FINAL_HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "micro_batch_size", "seconds"]
-
-
-@dataclass
-class FinalOutputs:
-    """The refit rule's declared outputs (docs/artifacts.md): the final model, no validation."""
-
-    model: str | Path
-    history: str | Path
-    memory_log: str | Path
-
-    @classmethod
-    def in_dir(cls, out_dir: str | Path) -> FinalOutputs:
-        d = Path(out_dir)
-        return cls(d / "model.pt", d / "history.csv", d / "memory.jsonl")
-
-
-def record_train_epoch(run: Run, e: int, lr: float, started: float) -> tuple[dict, bool]:
-    """Book epoch ``e`` of the final model (no validation): history row; the latest epoch is
-    the model (``best``, so that its epoch checkpoint is never pruned). Resets the position to
-    epoch ``e + 1`` as :func:`record_epoch` does."""
-    flush_loss(run)
     pos = run.pos
-    row = {
+    row: dict[str, Any] = {
         "epoch": e,
         "train_loss": pos.loss_sum / max(pos.samples, 1),
         "lr": lr,
         "micro_batch_size": pos.micro_batch_size,
         "seconds": round(pos.seconds + time.time() - started, 3),
     }
+    improved = True
+    if val is None:
+        pos.best = {"epoch": e}
+    else:
+        labels, val_loss, probs = val
+        metric, m = tc["best_metric"], binary_metrics(labels, probs)
+        value = float(val_loss if metric == "val_loss" else m[metric])
+        row |= {"val_loss": val_loss, **{k: m[k] for k in HISTORY_COLUMNS if k in m}}
+        improved = not pos.best or is_better(metric, value, pos.best["value"])
+        if improved:
+            pos.best = {"epoch": e, "value": value, "val_loss": val_loss, "metrics": m,
+                        "probs": probs.tolist()}  # fmt: skip
+        pos.bad_epochs = 0 if improved else pos.bad_epochs + 1
+        pos.stopped_early = bool(tc["patience"]) and pos.bad_epochs >= tc["patience"]
     pos.history.append(row)
-    pos.best = {"epoch": e}
     pos.epoch, pos.batch_in_epoch, pos.loss_sum, pos.samples, pos.seconds = e, 0, 0.0, 0, 0.0
-    return row, True
+    return row, improved
 
 
-def publish_final(outputs: FinalOutputs, run: Run, model_cfg: dict) -> dict[str, Any]:
-    """Write the final model (the last epoch's weights) in ``best_model.pt``'s layout, its
-    history and memory log (each atomically); returns a summary."""
-    pos = run.pos
-    history = pd.DataFrame(pos.history, columns=FINAL_HISTORY_COLUMNS)
-    write_text(outputs.history, history.to_csv(index=False))
-    final_model = {"model_state": run.model.state_dict(), "model": model_cfg, "epoch": pos.epoch,
-                   "metric": None, "value": None}  # fmt: skip
+def publish(
+    outputs: FoldOutputs | FinalOutputs,
+    run: Run,
+    fold: int | None,
+    data: FoldData,
+    model_cfg: dict,
+    metric: str,
+    ckpt_dir: Path,
+) -> dict[str, Any]:
+    """Write the declared outputs (each atomically); returns the metrics.
+
+    A fold publishes its best epoch (predictions, metrics, weights from that epoch's
+    checkpoint: the best weights are stored once); the final model (``fold=None``) its last
+    epoch's weights, in ``best_model.pt``'s layout, and no predictions.
+    """
+    pos, best = run.pos, run.pos.best
+    if fold is None:
+        columns, weights = FINAL_HISTORY_COLUMNS, run.model.state_dict()
+        model = {"epoch": pos.epoch, "metric": None, "value": None}
+        metrics = {"epochs_trained": pos.epoch, "skipped_batches": pos.skipped}
+    else:
+        probs = np.asarray(best["probs"], dtype=np.float64)
+        pred = data.val_rows.assign(prob_fake=probs, pred=(probs >= 0.5).astype(int), fold=fold)
+        write_parquet(outputs.predictions, pred)
+        metrics = {
+            "fold": fold,
+            "best_epoch": best["epoch"],
+            "epochs_trained": pos.epoch,
+            "n_train": len(data.train) - data.n_aug,
+            "n_val": len(data.val),
+            "val_loss": best["val_loss"],
+            **best["metrics"],
+        }
+        write_json(outputs.metrics, metrics)
+        columns = HISTORY_COLUMNS
+        weights = ckpt.load_checkpoint(ckpt.epoch_path(ckpt_dir, best["epoch"]))["model_state"]
+        model = {"epoch": best["epoch"], "metric": metric, "value": best["value"]}
+    write_text(outputs.history, pd.DataFrame(pos.history, columns=columns).to_csv(index=False))
     with atomic_path(outputs.model) as tmp:
-        torch.save(final_model, tmp)
+        torch.save({"model_state": weights, "model": model_cfg, **model}, tmp)
     if run.memlog is not None:
         run.memlog.publish(outputs.memory_log)
-    return {"epochs_trained": pos.epoch, "skipped_batches": pos.skipped}
+    return metrics

@@ -101,13 +101,6 @@ def apply_update(run: Run) -> None:
     raise StepStateLost(f"out of memory inside the optimizer step ({error})")
 
 
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> torch.Tensor:
-    """One optimizer step without OOM handling: :func:`forward_backward` + :func:`apply_update`."""
-    loss = forward_backward(run, x, y, micro)
-    apply_update(run)
-    return loss
-
-
 def _grads_finite(model: nn.Module) -> bool:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True

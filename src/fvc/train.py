@@ -48,9 +48,7 @@ from fvc.fold_state import (
     make_checkpoint,
     new_run,
     publish,
-    publish_final,
     record_epoch,
-    record_train_epoch,
     restore_checkpoint,
 )
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
@@ -129,7 +127,6 @@ def train_one_epoch(
         loss = robust_step(run, x, y, rollback)
         pos.batch_in_epoch += 1
         pos.step += 1
-        pos.batches += 1
         if loss is None:
             pos.skipped += 1
         else:
@@ -204,28 +201,25 @@ def evaluate(
 
 
 def end_epoch(run: Run, e: int, data: FoldData, tc: dict[str, Any]) -> tuple[dict, bool]:
-    """Validate after epoch ``e``, step the schedule, update history/best/patience."""
-    pos = run.pos
-    t0 = time.time()
-    if len(data.val) == 0:  # the final model (fit_fold with fold=None): nothing to validate
-        lr = run.optimizer.param_groups[0]["lr"]
-        if run.scheduler is not None:
-            run.scheduler.step()
-        return record_train_epoch(run, e, lr, t0)
-    # a micro-batch that fits training fits evaluation (no stored activations)
-    eval_batch = min(pos.eval_batch_size, pos.micro_batch_size)
-    val_loss, probs, pos.eval_batch_size = evaluate(
-        run.model, data.val, run.norm, eval_batch, run.precision, run.memlog
-    )
-    if not np.all(np.isfinite(probs)):
-        raise TrainingFailed(
-            f"epoch {e} produced non-finite predictions (training diverged: lower train.lr or "
-            "set train.precision: off)"
-        )
+    """Validate after epoch ``e`` (the final model has nothing to validate), step the schedule,
+    book the epoch (:func:`fvc.fold_state.record_epoch`: history, best, patience)."""
+    pos, t0, val = run.pos, time.time(), None
     lr = run.optimizer.param_groups[0]["lr"]
+    if len(data.val):
+        # a micro-batch that fits training fits evaluation (no stored activations)
+        eval_batch = min(pos.eval_batch_size, pos.micro_batch_size)
+        val_loss, probs, pos.eval_batch_size = evaluate(
+            run.model, data.val, run.norm, eval_batch, run.precision, run.memlog
+        )
+        if not np.all(np.isfinite(probs)):
+            raise TrainingFailed(
+                f"epoch {e} produced non-finite predictions (training diverged: lower train.lr "
+                "or set train.precision: off)"
+            )
+        val = (data.val.labels, val_loss, probs)
     if run.scheduler is not None:
         run.scheduler.step()
-    return record_epoch(run, e, data.val.labels, val_loss, probs, lr, tc, t0)
+    return record_epoch(run, e, lr, tc, t0, val)
 
 
 def fit_fold(
@@ -325,10 +319,7 @@ def fit_fold(
                 background_checkpoints=checkpointer.background_writes,
                 checkpoint_blocking_s=round(checkpointer.blocking_s, 3),
             )
-            if fold is None:
-                metrics = publish_final(outputs, run, model_cfg)
-            else:
-                metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"], ckpt_dir)
+            metrics = publish(outputs, run, fold, data, model_cfg, tc["best_metric"], ckpt_dir)
             checkpointer.save(complete=True)
             done = (
                 f"best epoch {pos.best['epoch']}, {tc['best_metric']} {pos.best['value']:.4f}"
@@ -337,27 +328,22 @@ def fit_fold(
             )
             log.info(f"{_name(fold)} done: {done}; {memlog.summary()}")
             return metrics
-        except TrainingInterrupted as exc:
-            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch}
-            memlog.event(
-                "interrupted", reason=str(exc), micro_batch_size=pos.micro_batch_size, **at
-            )
-            log.warning(
-                f"{_name(fold)}: {exc}; checkpoint written at epoch {at['epoch']} batch "
-                f"{at['batch']}, rerun to resume (exit {EXIT_RESUMABLE}); {memlog.summary()}"
-            )
-            raise
-        except StepStateLost as exc:
-            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch + 1}
-            checkpointer.wait()  # an earlier, consistent state may still be on its way to disk
-            memlog.event(
-                "step_state_lost", error=str(exc), micro_batch_size=pos.micro_batch_size, **at
-            )
+        except (TrainingInterrupted, StepStateLost) as exc:
+            lost = isinstance(exc, StepStateLost)
+            checkpointer.wait()  # when lost: an earlier, consistent state may be on its way
+            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch + lost}
+            where = f"epoch {at['epoch']} batch {at['batch']}"
+            why = {"error" if lost else "reason": str(exc)}
+            memlog.event("step_state_lost" if lost else "interrupted", **why, **at,
+                         micro_batch_size=pos.micro_batch_size)  # fmt: skip
+            if not lost:
+                log.warning(f"{_name(fold)}: {exc}; checkpoint written at {where}, rerun to "
+                            f"resume (exit {EXIT_RESUMABLE}); {memlog.summary()}")  # fmt: skip
+                raise
             log.error(
-                f"{_name(fold)}: {exc} at epoch {at['epoch']} batch {at['batch']}: weights and "
-                "optimizer state may be half-updated, so the step is not retried and this state "
-                f"is not saved; rerun to resume from the last checkpoint in {ckpt_dir} (exit "
-                f"{EXIT_RESUMABLE})"
+                f"{_name(fold)}: {exc} at {where}: weights and optimizer state may be "
+                "half-updated, so the step is not retried and this state is not saved; rerun "
+                f"to resume from the last checkpoint in {ckpt_dir} (exit {EXIT_RESUMABLE})"
             )
             raise TrainingInterrupted(str(exc)) from None
         finally:
@@ -389,10 +375,10 @@ def _epochs(
         if reason:
             checkpointer.save()
             raise TrainingInterrupted(reason)
-        if pos.skipped > policy.max_skip_fraction * pos.batches:
-            run.memlog.event("failed", skipped=pos.skipped, batches=pos.batches)
+        if pos.skipped > policy.max_skip_fraction * pos.step:
+            run.memlog.event("failed", skipped=pos.skipped, batches=pos.step)
             raise TrainingFailed(
-                f"{_name(fold)}: {pos.skipped} of {pos.batches} batches skipped after OOM at "
+                f"{_name(fold)}: {pos.skipped} of {pos.step} batches skipped after OOM at "
                 f"micro-batch {pos.micro_batch_size} (> memory.max_skip_fraction "
                 f"{policy.max_skip_fraction}); lower data.size/num_frames or use a smaller model"
             )
@@ -426,19 +412,26 @@ def _epochs(
             raise TrainingInterrupted(reason)
 
 
-def run_fold(*args: Any, **kwargs: Any) -> int:
+def run_fold(
+    inputs: FoldInputs,
+    outputs: FoldOutputs | FinalOutputs,
+    fold: int | None,
+    model_cfg: dict | None,
+    train_cfg: dict | None,
+    memory_cfg: dict | None,
+    checkpoint_dir: str | Path,
+    **kwargs: Any,
+) -> int:
     """:func:`fit_fold` as a job: 0 when done, :data:`EXIT_RESUMABLE` after a deliberate stop.
 
     Before anything initialises CUDA it claims a GPU slot for ``train.device`` auto/cuda on a
     machine with several GPUs (:func:`fvc.devices.claim_gpu_slot`; not under SLURM). A
     configuration error is one log line and exit status 2.
     """
-    train_cfg = kwargs.get("train_cfg", args[4] if len(args) > 4 else None) or {}
-    spec = kwargs.get("device") or train_cfg.get("device", "auto")
-    if spec in ("auto", "cuda"):
+    if (kwargs.get("device") or (train_cfg or {}).get("device", "auto")) in ("auto", "cuda"):
         claim_gpu_slot()
     try:
-        fit_fold(*args, **kwargs)
+        fit_fold(inputs, outputs, fold, model_cfg, train_cfg, memory_cfg, checkpoint_dir, **kwargs)
     except TrainingInterrupted:
         return EXIT_RESUMABLE
     except ConfigError as exc:

@@ -35,7 +35,7 @@ from fvc.fold_state import FoldInputs, FoldOutputs, new_run  # noqa: E402
 from fvc.memory import MemoryPolicy, memory_stats  # noqa: E402
 from fvc.models import build_model  # noqa: E402
 from fvc.schema import ConfigError  # noqa: E402
-from fvc.step import train_step  # noqa: E402
+from fvc.step import apply_update, forward_backward  # noqa: E402
 
 CUDA = torch.device("cuda", 0)
 
@@ -74,7 +74,8 @@ def test_autocast_and_grad_scaler_on_cuda(inputs, precision: str) -> None:
     tc = {"lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "precision": precision,
           "batch_size": 8, "class_weights": "none", "epochs": 1}  # fmt: skip
     run = new_run(model, tc, CUDA, data.train.labels, MemoryPolicy(), None, input_norm(CUDA))
-    loss = train_step(run, x.pin_memory(), y.pin_memory(), 4)
+    loss = forward_backward(run, x.pin_memory(), y.pin_memory(), 4)
+    apply_update(run)
     assert loss.device.type == "cuda" and torch.isfinite(loss)
     assert seen == [{"fp16": torch.float16, "bf16": torch.bfloat16}[precision]] * 2
     assert (run.scaler is not None) == (precision == "fp16")
