@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE_ARGS ?=
+# Two workers, whole test files each, longest files first (tests/conftest.py: SLOWEST_FIRST).
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv run test lint format bench clean
 

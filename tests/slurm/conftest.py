@@ -30,9 +30,20 @@ PROFILE = REPO / "profiles" / "slurm"
 OVERLAY = REPO / "tests" / "slurm" / "profile"
 
 
+#: Under `pytest -n`: the worker that started the cluster leaves this file in the run's shared
+#: temporary directory and the controller stops the cluster at the very end.
+STARTED_MARK = "slurm_cluster_started"
+
+
+def stop_cluster_started_by_workers(basetemp: Path) -> None:
+    if (basetemp / STARTED_MARK).exists():
+        subprocess.run(["bash", str(CLUSTER_SH), "stop"], capture_output=True, timeout=120)
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[None]:
-    """Start the single-node cluster (idempotent); stop it afterwards only if we started it."""
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Start the single-node cluster (idempotent); stop it afterwards only if we started it
+    (under `pytest -n`, once every worker is done: tests/conftest.py)."""
     if shutil.which("bash") is None:
         pytest.skip("bash not found")
     was_up = (
@@ -52,8 +63,11 @@ def slurm_cluster() -> Iterator[None]:
             pytest.fail(msg)
         pytest.skip(msg)
     print(f"SLURM test cluster ready in {time.monotonic() - t0:.1f} s")
+    xdist = "PYTEST_XDIST_WORKER" in os.environ
+    if xdist and not was_up:
+        (tmp_path_factory.getbasetemp().parent / STARTED_MARK).touch()
     yield
-    if not was_up:
+    if not xdist and not was_up:
         subprocess.run(["bash", str(CLUSTER_SH), "stop"], capture_output=True, timeout=120)
 
 

@@ -1,9 +1,9 @@
 """Predict sets through real Snakemake (issue 9 point 3, issue 11 point 3).
 
-One tiny run trains two folds and scores two predict sets: a labelled table with broken and
-missing files, and an unlabelled folder. Then: the CLI on two files, unchanged sets are
-"nothing to be done", an added video reruns only its set and decodes only itself, and bad
-predict config fails with one line naming the key.
+A copy of the finished tiny run (two folds) scores two predict sets: a labelled table with
+broken and missing files, and an unlabelled folder; adding the sets trains nothing again. Then:
+the CLI on two files, unchanged sets are "nothing to be done", an added video reruns only its
+set and decodes only itself, and bad predict config fails with one line naming the key.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 
 from fvc.metrics import choose_threshold
 from fvc.predict import predict_main
-from tests.workflow.helpers import make_project, planned_jobs, snakemake
+from tests.workflow.conftest import copy_run
+from tests.workflow.helpers import planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -27,10 +28,9 @@ OVERLAY = ("predict.yaml",)
 
 
 @pytest.fixture(scope="module")
-def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained tiny run with the predict sets `lab` (table) and `flat` (folder) scored."""
-    proj = make_project(tmp_path_factory.mktemp("predict") / "proj")
-    snakemake(proj, "runs/demo_data/metadata.csv")
+def proj(finished_tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The finished tiny run with the predict sets `lab` (table) and `flat` (folder) scored."""
+    proj = copy_run(finished_tiny_run, tmp_path_factory.mktemp("predict") / "proj")
     demo = pd.read_csv(proj / "runs/demo_data/metadata.csv")
     videos = proj / "runs/demo_data"
     lab = proj / "sets" / "lab"
@@ -55,6 +55,8 @@ def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (proj / "predict.yaml").write_text(
         "predict:\n  sets:\n    lab: sets/lab.csv\n    flat: sets/flat\n"
     )
+    planned = {job.split("[")[0] for job in planned_jobs(proj, overlays=OVERLAY)}
+    assert not planned & {"load_data", "preprocess", "split", "augment", "train"}, planned
     snakemake(proj, overlays=OVERLAY)
     return proj
 

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from fvc.metrics import binary_metrics, choose_threshold
+from tests.workflow.conftest import copy_run
 from tests.workflow.helpers import REPO, make_project, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -61,10 +62,9 @@ SECTIONS = {
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    proj = make_project(tmp_path_factory.mktemp("results") / "proj")
-    snakemake(proj)
-    return proj
+def project(finished_tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the finished tiny run (the report is written into it)."""
+    return copy_run(finished_tiny_run, tmp_path_factory.mktemp("results") / "proj")
 
 
 def test_metrics_files_hold_the_new_metrics_with_integer_counts(project: Path) -> None:
