@@ -260,47 +260,12 @@ def fit_fold(
     policy = MemoryPolicy.from_config(memory_cfg)
     # handlers first: a signal during set-up must still end in a checkpoint, not a dead process
     with ckpt.StopControl(runtime_min, tc["time_margin_s"], started_at) as stop:
-        if threads:
-            torch.set_num_threads(int(threads))
-        dev = pick_device(device or tc["device"])
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-            torch.backends.cudnn.benchmark = True  # clip shapes are fixed within a fold
         ckpt_dir = Path(checkpoint_dir)
-        data = load_fold(**dataclasses.asdict(inputs), fold=fold)
-        files = dataclasses.asdict(inputs) | ({"weights": weights_file} if weights_file else {})
-        # a changed epoch limit must not resume past it (a fold's fingerprint is unchanged)
-        limit = {"stop_after_epochs": epochs} if epochs else {}
-        fp = ckpt.fingerprint(_stream(fold), model_cfg, tc | limit, files)
-        seed = int(np.random.SeedSequence([tc["seed"], _stream(fold)]).generate_state(1)[0])
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        model = build_model(model_cfg).to(dev)
-        decision = ckpt.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
-        log.info(f"{_name(fold)}: {decision.reason}")
-        memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
-        # the input mean/std of model.weights (torchvision weights' own), on the device once
-        norm = input_norm(dev, *input_normalization(model_cfg))
-        run = new_run(model, tc, dev, data.train.labels, policy, memlog, norm, micro_batch_size)
-        if decision.state is not None:
-            restore_checkpoint(run, decision.state)
-        pos = run.pos
-        log.info(
-            f"{_name(fold)}: {model_cfg['name']} ({count_parameters(model)} params) on {dev}, "
-            f"{torch.get_num_threads()} threads; {len(data.train)} train clips ({data.n_aug} "
-            f"augmented), {len(data.val)} val; batch {tc['batch_size']}, micro-batch "
-            f"{pos.micro_batch_size}, precision {run.precision}"
-        )
-        memlog.event(
-            "stage_start",
-            resumed=decision.state is not None,
-            reason=decision.reason,
-            epoch=pos.epoch,
-            batch=pos.batch_in_epoch,
-            micro_batch_size=pos.micro_batch_size,
-            device=str(dev),
-            precision=run.precision,
-        )
+        data, run, fp = _start(
+            inputs, fold, model_cfg, tc, policy, ckpt_dir, weights_file, epochs,
+            threads=threads, device=device, micro_batch_size=micro_batch_size,
+        )  # fmt: skip
+        pos, memlog = run.pos, run.memlog
         checkpointer = ckpt.Checkpointer(
             ckpt_dir,
             lambda complete: make_checkpoint(run, fp, complete),
@@ -349,6 +314,65 @@ def fit_fold(
         finally:
             checkpointer.wait()
             policy.teardown()
+
+
+def _start(
+    inputs: FoldInputs,
+    fold: int | None,
+    model_cfg: dict,
+    tc: dict,
+    policy: MemoryPolicy,
+    ckpt_dir: Path,
+    weights_file: Path | None,
+    epochs: int | None,
+    *,
+    threads: int | None,
+    device: str | None,
+    micro_batch_size: int | None,
+) -> tuple[FoldData, Run, str]:
+    """Set-up of :func:`fit_fold`: device, data, fingerprint, seeded model, resume decision and
+    the :class:`~fvc.fold_state.Run` (restored from the checkpoint when resuming), logged."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = pick_device(device or tc["device"])
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cudnn.benchmark = True  # clip shapes are fixed within a fold
+    data = load_fold(**dataclasses.asdict(inputs), fold=fold)
+    files = dataclasses.asdict(inputs) | ({"weights": weights_file} if weights_file else {})
+    # a changed epoch limit must not resume past it (a fold's fingerprint is unchanged)
+    limit = {"stop_after_epochs": epochs} if epochs else {}
+    fp = ckpt.fingerprint(_stream(fold), model_cfg, tc | limit, files)
+    seed = int(np.random.SeedSequence([tc["seed"], _stream(fold)]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = build_model(model_cfg).to(dev)
+    decision = ckpt.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
+    log.info(f"{_name(fold)}: {decision.reason}")
+    memlog = MemoryLog(ckpt_dir / ckpt.TIMELINE, dev, context={"fold": fold})
+    # the input mean/std of model.weights (torchvision weights' own), on the device once
+    norm = input_norm(dev, *input_normalization(model_cfg))
+    run = new_run(model, tc, dev, data.train.labels, policy, memlog, norm, micro_batch_size)
+    if decision.state is not None:
+        restore_checkpoint(run, decision.state)
+    pos = run.pos
+    log.info(
+        f"{_name(fold)}: {model_cfg['name']} ({count_parameters(model)} params) on {dev}, "
+        f"{torch.get_num_threads()} threads; {len(data.train)} train clips ({data.n_aug} "
+        f"augmented), {len(data.val)} val; batch {tc['batch_size']}, micro-batch "
+        f"{pos.micro_batch_size}, precision {run.precision}"
+    )
+    memlog.event(
+        "stage_start",
+        resumed=decision.state is not None,
+        reason=decision.reason,
+        epoch=pos.epoch,
+        batch=pos.batch_in_epoch,
+        micro_batch_size=pos.micro_batch_size,
+        device=str(dev),
+        precision=run.precision,
+    )
+    return data, run, fp
 
 
 def _epochs(

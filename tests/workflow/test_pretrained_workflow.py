@@ -81,13 +81,12 @@ def test_kinetics_weights_offline_then_from_the_cache(
     kinetics = tv_video.r3d_18(weights=None).state_dict()
     cached.parent.mkdir(parents=True, exist_ok=True)
     torch.save(kinetics, cached)
-    snakemake(proj, overlays=("pretrained.yaml",))
-    for k in range(2):
-        best = torch.load(run / f"fold_{k}/best_model.pt", weights_only=True)
-        assert best["model"]["weights"] == "KINETICS400_V1"
-        assert best["model_state"]["fc.1.weight"].shape == (2, 512)
-        history = pd.read_csv(run / f"fold_{k}/history.csv")
-        assert history["lr"].tolist() == pytest.approx([0.003 / 2, 0.003])  # warm-up
-        text = (run / "logs" / "train" / f"fold_{k}.log").read_text()
-        assert re.search(r"loaded \d+ tensors from R3D_18_Weights\.KINETICS400_V1", text)
-    assert (run / "kfold_results.feather").exists()
+    # one fold is enough to show the cached weights reach training (r3d_18 is slow on a CPU)
+    snakemake(proj, str(RUN / "fold_0/metrics.json"), overlays=("pretrained.yaml",))
+    best = torch.load(run / "fold_0/best_model.pt", weights_only=True)
+    assert best["model"]["weights"] == "KINETICS400_V1"
+    assert best["model_state"]["fc.1.weight"].shape == (2, 512)
+    history = pd.read_csv(run / "fold_0/history.csv")
+    assert history["lr"].tolist() == pytest.approx([0.003 / 2, 0.003])  # warm-up
+    text = (run / "logs" / "train" / "fold_0.log").read_text()
+    assert re.search(r"loaded \d+ tensors from R3D_18_Weights\.KINETICS400_V1", text)

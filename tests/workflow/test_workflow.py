@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -20,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from tests.workflow.helpers import SNAKEMAKE, TINY, make_project, planned_jobs, snakemake
+from tests.workflow.helpers import SNAKEMAKE, TINY, planned_jobs, snakemake
 
 # func_only: the session fixture's own full run (bounded by its snakemake timeout) does not eat
 # into the budget of whichever test happens to need it first.
@@ -33,6 +34,10 @@ RUN = Path("runs/tiny")
 EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
 #: The jobs downstream of train (all rerun when any fold is retrained).
 RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks", "provenance")
+#: The train rule's outputs in runs/<exp>/fold_<k>/ (docs/artifacts.md).
+TRAIN_OUTPUTS = (
+    "metrics.json", "predictions.parquet", "history.csv", "best_model.pt", "memory.jsonl",
+)  # fmt: skip
 
 
 def epochs_trained(log: str) -> list[int]:
@@ -157,11 +162,21 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.timeout(1200, func_only=True)  # up to 300 s to the kill, then a full rerun
 def test_sigkill_mid_training_then_rerun_incomplete_is_bit_identical(
-    finished_tiny_run: Path, tmp_path: Path
+    finished_tiny_run: Path, tiny_run_copy: Path
 ) -> None:
     """Kill the whole Snakemake process group while fold 0 trains; --rerun-incomplete resumes
-    at the checkpoint's position and ends bit-identical to the uninterrupted run."""
-    proj = make_project(tmp_path / "killed")
+    at the checkpoint's position and ends bit-identical to the uninterrupted run.
+
+    Starts from a copy of the finished run without its training: every train output and the
+    checkpoints removed, so Snakemake trains both folds again on the same upstream artifacts.
+    """
+    proj = tiny_run_copy
+    shutil.rmtree(proj / RUN / "checkpoints")
+    for k in range(N_SPLITS):
+        for name in TRAIN_OUTPUTS:
+            (proj / RUN / f"fold_{k}" / name).unlink()
+    jobs = planned_jobs(proj)
+    assert jobs == {"train[fold=0]": 1, "train[fold=1]": 1, **dict.fromkeys(RESULTS_JOBS, 1)}
     ckpt = proj / RUN / "checkpoints/fold_0/latest_checkpoint.pt"
     cmd = [SNAKEMAKE, "--configfile", "tiny.yaml", "--cores", "1"]
     proc = subprocess.Popen(
