@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE_ARGS ?=
-# Two workers, whole test files each, longest files first (tests/conftest.py: SLOWEST_FIRST).
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# Three pytest workers on two cores (the SLURM tests mostly wait on the cluster), whole test
+# files each, longest files first (tests/conftest.py: SLOWEST_FIRST).
+PYTEST_ARGS ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv run test lint format bench clean
 

@@ -19,23 +19,24 @@ import pytest
 from PIL import Image
 
 #: Test files that take longest, longest first (serial seconds measured on 2 cores). `make test`
-#: runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: whole files go to the two workers
-#: in collection order, so these start first (the SLURM tests mostly wait on the cluster while
-#: the other worker trains) and the short files fill in at the end. Files not listed follow in
+#: runs `pytest -n 3 --dist loadfile --no-loadscope-reorder`: whole files go to the workers in
+#: collection order, so these start first (the SLURM tests mostly wait on the cluster while
+#: the other workers train) and the short files fill in at the end. Files not listed follow in
 #: their usual order; the order changes nothing else (each test states its preconditions).
 SLOWEST_FIRST = [
     "tests/slurm/test_slurm.py",  # 516
-    "tests/workflow/test_sweep.py",  # 190
-    "tests/corpus/test_corpus_workflow.py",  # 152
-    "tests/workflow/test_workflow.py",  # 134 (builds the shared finished tiny run)
+    "tests/workflow/test_sweep.py",  # 200
+    "tests/workflow/test_workflow.py",  # 110 (builds the shared finished tiny run)
+    "tests/corpus/test_corpus_workflow.py",  # 100
     "tests/workflow/test_dataset_changes.py",  # 81
     "tests/workflow/test_predict_workflow.py",  # 80
-    "tests/workflow/test_pretrained_workflow.py",  # 51
     "tests/workflow/test_results.py",  # 45
-    "tests/workflow/test_clips_workflow.py",  # 34
+    "tests/workflow/test_pretrained_workflow.py",  # 35
     "tests/faults/test_kill_resume.py",  # 33
+    "tests/workflow/test_clips_workflow.py",  # 24
     "tests/workflow/test_refit_workflow.py",  # 22
     "tests/faults/test_signals.py",  # 22
+    "tests/unit/test_gpu_check.py",  # 21
 ]
 
 

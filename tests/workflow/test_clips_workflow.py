@@ -27,9 +27,12 @@ OVERLAY = "data:\n  clips_per_video: 2\n  frame_stride: 2\n"
 
 
 def test_two_windows_per_video_through_the_workflow(tmp_path: Path) -> None:
+    """Decode, augment and train fold 0 with two windows per video (fold 1 would only repeat
+    the same code on other videos)."""
     proj = make_project(tmp_path / "proj")
     (proj / "clips.yaml").write_text(OVERLAY)
-    snakemake(proj, overlays=("clips.yaml",))
+    target = str(RUN / "fold_0/metrics.json")
+    snakemake(proj, target, overlays=("clips.yaml",))
     run = proj / RUN
 
     index = pd.read_parquet(run / "data/clips.parquet")
@@ -41,7 +44,7 @@ def test_two_windows_per_video_through_the_workflow(tmp_path: Path) -> None:
     assert not np.array_equal(windows[0], windows[1])  # 8-frame demo: frames 0,2,4,6 / 1,3,5,7
 
     splits = pd.read_parquet(run / "splits.parquet")
-    for k in (0, 1):
+    for k in (0,):
         aug = np.load(run / f"fold_{k}/augment/clips.npy", mmap_mode="r")
         man = pd.read_parquet(run / f"fold_{k}/augment/manifest.parquet")
         assert aug.shape == (len(man), 4, 16, 16, 3) and set(man["window"]) <= {0, 1}
@@ -58,14 +61,12 @@ def test_two_windows_per_video_through_the_workflow(tmp_path: Path) -> None:
             logits = model(to_model_input(x.flatten(0, 1), input_norm("cpu")))
             per_window = torch.softmax(logits, 1)[:, 1].double().view(len(val), 2).numpy()
         assert np.allclose(pred["prob_fake"], per_window.mean(axis=1), rtol=0, atol=1e-6)
-    summary = pd.read_feather(run / "kfold_results.feather")
-    assert summary["n_val"].iloc[:2].sum() == len(splits)
 
     # another number of windows is another decode (and everything after it)
     (proj / "three.yaml").write_text("data:\n  clips_per_video: 3\n")
-    plan = planned_jobs(proj, overlays=("clips.yaml", "three.yaml"))
+    plan = planned_jobs(proj, target, overlays=("clips.yaml", "three.yaml"))
     assert plan["preprocess"] == 1 and plan["train[fold=0]"] == 1, plan
-    assert planned_jobs(proj, overlays=("clips.yaml",)) == {}
+    assert planned_jobs(proj, target, overlays=("clips.yaml",)) == {}
 
 
 @pytest.mark.parametrize(

@@ -283,7 +283,7 @@ def test_second_run_does_nothing_and_one_fold_reruns_by_target(project: Path) ->
 def test_provenance(project: Path) -> None:
     rec = json.loads((project / RUN / "provenance.json").read_text())
     assert rec["config"]["experiment"] == EXP and rec["config"]["cv"]["n_repeats"] == N_REPEATS
-    assert rec["variants"]["dead"]["overlay"] == {"train": {"lr": 1.0e-9}}
+    assert rec["variants"]["dead"]["overlay"] == {"train": {"lr": 1.0e-9, "epochs": 1}}
     assert rec["variants"]["same"]["trained_by"] == "base"
     assert rec["variants"]["dead"]["keys"]["augment"] == rec["variants"]["base"]["keys"]["augment"]
     assert "--configfile" in rec["snakemake"]["command_line"]
