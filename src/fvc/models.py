@@ -30,16 +30,27 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import video as tv_video
-from torchvision.models._api import WeightsEnum
+
+if TYPE_CHECKING:
+    from torchvision.models._api import WeightsEnum
 
 log = logging.getLogger(__name__)
+
+
+def _tv_video() -> ModuleType:
+    """``torchvision.models.video``, imported on first use: importing torchvision costs ~2 s
+    (its detection ops pull in ``torch._dynamo``), which every train, predict and refit job of a
+    ``small3d`` run would otherwise pay at start-up for nothing."""
+    from torchvision.models import video
+
+    return video
+
 
 NUM_CLASSES = 2
 
@@ -107,9 +118,9 @@ def _small3d(cfg: dict[str, Any]) -> nn.Module:
     return Small3D(dropout=float(cfg.get("dropout", 0.2)))
 
 
-def _resnet3d(factory: Callable[..., nn.Module]) -> Callable[[dict[str, Any]], nn.Module]:
+def _resnet3d(name: str) -> Callable[[dict[str, Any]], nn.Module]:
     def build(cfg: dict[str, Any]) -> nn.Module:
-        model = factory(weights=None)
+        model = getattr(_tv_video(), name)(weights=None)
         model.fc = nn.Sequential(  # type: ignore[assignment]
             nn.Dropout(float(cfg.get("dropout", 0.2))),
             nn.Linear(model.fc.in_features, NUM_CLASSES),
@@ -120,7 +131,7 @@ def _resnet3d(factory: Callable[..., nn.Module]) -> Callable[[dict[str, Any]], n
 
 
 def _s3d(cfg: dict[str, Any]) -> nn.Module:
-    model = tv_video.s3d(
+    model = _tv_video().s3d(
         weights=None, num_classes=NUM_CLASSES, dropout=float(cfg.get("dropout", 0.2))
     )
     # torchvision's fixed (2, 7, 7) pool only fits 16+ frames of 224 px; adaptive pooling has no
@@ -132,9 +143,9 @@ def _s3d(cfg: dict[str, Any]) -> nn.Module:
 #: name -> (builder, prefix of the classifier head's parameters)
 REGISTRY: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
     "small3d": (_small3d, "head."),
-    "r3d_18": (_resnet3d(tv_video.r3d_18), "fc."),
-    "mc3_18": (_resnet3d(tv_video.mc3_18), "fc."),
-    "r2plus1d_18": (_resnet3d(tv_video.r2plus1d_18), "fc."),
+    "r3d_18": (_resnet3d("r3d_18"), "fc."),
+    "mc3_18": (_resnet3d("mc3_18"), "fc."),
+    "r2plus1d_18": (_resnet3d("r2plus1d_18"), "fc."),
     "s3d": (_s3d, "classifier."),
 }
 
@@ -180,10 +191,14 @@ def torchvision_weights(model_cfg: dict[str, Any]) -> WeightsEnum | None:
         return None
     value = str(value)
     name = model_cfg.get("name", "small3d")
-    try:
-        enum = torchvision.models.get_model_weights(name) if name != "small3d" else None
-    except ValueError:
-        enum = None
+    enum = None
+    if name != "small3d":
+        import torchvision
+
+        try:
+            enum = torchvision.models.get_model_weights(name)
+        except ValueError:
+            enum = None
     members = list(enum.__members__) if enum is not None else []
     member = value.removeprefix(f"{enum.__name__}.") if enum is not None else value
     if enum is not None and member in members:
@@ -360,9 +375,9 @@ def head_prefix(model: nn.Module) -> str:
     """Parameter-name prefix of ``model``'s classifier head (everything else is the backbone)."""
     if isinstance(model, Small3D):
         return "head."
-    if isinstance(model, tv_video.VideoResNet):
+    if isinstance(model, _tv_video().VideoResNet):
         return "fc."
-    if isinstance(model, tv_video.S3D):
+    if isinstance(model, _tv_video().S3D):
         return "classifier."
     raise ValueError(f"no classifier head known for {type(model).__name__}")
 

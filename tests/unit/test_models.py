@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torchvision.models import video as tv_video
@@ -65,3 +68,19 @@ def test_bad_weights_are_clear_errors(tmp_path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="cannot load"):
         build_model({"name": "small3d", "weights": str(tmp_path / "junk.pt")})
+
+
+def test_a_small3d_fold_does_not_import_torchvision() -> None:
+    """Importing torchvision costs every train/predict job ~2 s of start-up; a small3d run has
+    no use for it (a fresh interpreter: this one imported torchvision above)."""
+    code = (
+        "import sys, fvc.train, fvc.predict\n"
+        "from fvc.checkpoint import library_versions\n"
+        "from fvc.models import build_model, param_groups\n"
+        "m = build_model({'name': 'small3d'})\n"
+        "param_groups(m, {'lr': 0.1, 'backbone_lr_scale': 0.5})\n"
+        "assert library_versions()['torchvision']\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'torchvision'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
