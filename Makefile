@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python bench/gc_overhead.py
 	$(BIN)/python bench/preprocess_scaling.py
 	$(BIN)/python bench/preprocess_incremental.py
+	$(BIN)/python bench/job_startup.py
 	$(BIN)/python bench/dataset_scan.py
 	$(BIN)/python bench/gpu_check.py
 

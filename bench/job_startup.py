@@ -1,0 +1,57 @@
+"""Start-up cost of a job: what a fresh interpreter pays to import what a rule script imports.
+
+Run: ``.venv/bin/python bench/job_startup.py [--reps 5]``.
+Every Snakemake job (and every SLURM job) is a new Python process, so its imports are paid once
+per fold, per stage, per retry. The baseline is ``import torch`` alone (no job can do without
+it); each row is a rule's import set in a fresh interpreter, best of ``--reps`` (interleaved,
+so a busy machine slows all rows alike), and its ratio to the baseline. ``torchvision`` in
+``sys.modules`` says whether the job imported it: a small3d train job should not (it costs ~2 s
+through ``torch._dynamo``). Timings on a shared machine are noisy: it reports, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+CASES = {
+    "baseline: import torch": "import torch",
+    "train (small3d)": (
+        "import fvc.train\nfrom fvc.models import build_model\nbuild_model({'name': 'small3d'})"
+    ),
+    "predict (small3d)": "import fvc.predict",
+    "aggregate": "import fvc.report",
+    "augment": "import fvc.augment",
+}
+PROBE = (
+    "\nimport sys, time\n"
+    "print(time.perf_counter() - T0, any(n.startswith('torchvision') for n in sys.modules))"
+)
+
+
+def run_once(code: str) -> tuple[float, bool]:
+    src = "import time\nT0 = time.perf_counter()\n" + code + PROBE
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, check=True)
+    seconds, tv = out.stdout.split()
+    return float(seconds), tv == "True"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args()
+    best: dict[str, float] = {}
+    tv: dict[str, bool] = {}
+    for _ in range(a.reps):
+        for name, code in CASES.items():
+            seconds, tv[name] = run_once(code)
+            best[name] = min(best.get(name, seconds), seconds)
+    base = best["baseline: import torch"]
+    print(f"{'job':<26} {'import s':>9} {'ratio':>6}  torchvision")
+    for name in CASES:
+        print(f"{name:<26} {best[name]:>9.2f} {best[name] / base:>6.2f}  {tv[name]}")
+
+
+if __name__ == "__main__":
+    main()
