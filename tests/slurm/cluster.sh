@@ -19,6 +19,9 @@ set -euo pipefail
 
 CONF_DIR=/etc/slurm
 STATE_DIR=/var/lib/fvc-slurm # pid files and daemon logs of this script
+# Test fixtures that apt-get install (this script, Chromium for the report test) take this lock
+# first: under `pytest -n` they may run at the same time, and apt/dpkg refuse a second user.
+APT_LOCK=/tmp/fvc-tests-apt.lock
 SPOOL_CTLD=/var/spool/slurmctld
 SPOOL_D=/var/spool/slurmd
 PACKAGES=(munge slurm-client slurmctld slurmd)
@@ -56,6 +59,11 @@ healthy() {
 		[[ "$(node_state)" =~ ^(idle|mixed|allocated|completing)$ ]]
 }
 
+# apt-get, one test fixture at a time (APT_LOCK), waiting for any other dpkg user too.
+apt_get() {
+	flock "$APT_LOCK" apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+
 install_packages() {
 	local missing=()
 	for p in "${PACKAGES[@]}"; do
@@ -67,9 +75,9 @@ install_packages() {
 	export DEBIAN_FRONTEND=noninteractive
 	# Packages of a running system never start services here: no systemd, and we start the
 	# daemons ourselves below.
-	if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >"$STATE_DIR/apt.log" 2>&1; then
-		apt-get update -q >>"$STATE_DIR/apt.log" 2>&1 || true
-		apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$STATE_DIR/apt.log" 2>&1 ||
+	if ! apt_get install -y -q --no-install-recommends "${missing[@]}" >"$STATE_DIR/apt.log" 2>&1; then
+		apt_get update -q >>"$STATE_DIR/apt.log" 2>&1 || true
+		apt_get install -y -q --no-install-recommends "${missing[@]}" >>"$STATE_DIR/apt.log" 2>&1 ||
 			die "apt-get install ${missing[*]} failed (see $STATE_DIR/apt.log)"
 	fi
 }

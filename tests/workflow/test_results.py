@@ -4,6 +4,7 @@ real headless Chromium renders it; plus a run on shuffled labels that must score
 
 from __future__ import annotations
 
+import fcntl
 import html
 import json
 import os
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.workflow
 RUN = Path("runs/tiny")
 N_SPLITS = 2
 DRIVER = REPO / "tests" / "workflow" / "report_driver.js"
+#: The lock tests/slurm/cluster.sh takes around apt-get too.
+APT_LOCK = "/tmp/fvc-tests-apt.lock"
 
 #: Figures: name -> size in pixels (width, height) of the PNG (inches x fvc.plots.DPI), with
 #: the tiny run's 2 folds and 6 benchmark files (load_data, preprocess, 2 augment, 2 train).
@@ -132,11 +135,17 @@ def _chromium() -> str:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("chromium is not installed and cannot be (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    for cmd in (["apt-get", "update", "-q"], install):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if proc.returncode != 0:
-            pytest.skip(f"{' '.join(cmd)} failed: {(proc.stdout + proc.stderr)[-500:]}")
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    install = [*apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    # one apt-get user at a time: under pytest -n the SLURM fixture may be installing too
+    with open(APT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cmd in ([*apt, "update", "-q"], install):
+            if shutil.which("chromium"):
+                break
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+            if proc.returncode != 0:
+                pytest.skip(f"{' '.join(cmd)} failed: {(proc.stdout + proc.stderr)[-500:]}")
     return shutil.which("chromium") or pytest.skip("apt-get installed no chromium binary")
 
 
