@@ -2,8 +2,10 @@
 
 The limit is the process's address space after its imports plus a budget (the CUDA build of
 torch maps ~3.4 GiB at import, and pyarrow's pool reserves ~1 GiB on the first parquet read,
-so an absolute limit would fail before training). glibc's mmap threshold is fixed so freed
-tensors go back to the OS and the address space tracks live memory, not heap fragmentation.
+so an absolute limit would fail before training; AdamW imports ``torch._dynamo`` when it is
+first used, so that is imported before the baseline is measured too). glibc's mmap threshold
+is fixed so freed tensors go back to the OS and the address space tracks live memory, not heap
+fragmentation.
 Measured for clips of 8x96x96 (small3d, threads 1): a training step at micro-batch 16 needs
 ~300 MiB over the baseline, 8 ~150 MiB, 4 ~75 MiB, and the baseline grows by ~15-30 MiB after
 the first evaluation; budgets of 120-140 MiB ended at micro-batch 4 in every trial.
@@ -31,6 +33,7 @@ LIMITED = f"""
 import resource, sys
 import pandas as pd
 import fvc.cli, fvc.train
+import torch._dynamo  # torch's optimizers import it on first use: load it inside the baseline
 pd.read_parquet(sys.argv[sys.argv.index("--splits") + 1])  # reserve pyarrow's pool first
 vm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmSize"))
 limit = (vm << 10) + ({BUDGET_MB} << 20)
