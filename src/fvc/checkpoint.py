@@ -158,7 +158,7 @@ def library_versions() -> dict[str, str]:
     import fvc
 
     # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses; the
-    # installed torchvision's version without importing it (~2 s a job that does not use it)
+    # installed torchvision's version from its metadata, so a small3d job never imports it
     return {
         "python": sys.version.split()[0],
         "torch": str(torch.__version__),

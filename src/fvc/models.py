@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 
 def _tv_video() -> ModuleType:
-    """``torchvision.models.video``, imported on first use: importing torchvision costs ~2 s
-    (its detection ops pull in ``torch._dynamo``), which every train, predict and refit job of a
-    ``small3d`` run would otherwise pay at start-up for nothing."""
+    """``torchvision.models.video``, imported on first use: a ``small3d`` job has no use for
+    torchvision. (It saves a train job little: AdamW imports ``torch._dynamo`` on its first use,
+    most of what importing torchvision costs; see ``bench/job_startup.py``.)"""
     from torchvision.models import video
 
     return video

@@ -293,22 +293,27 @@ def fit_fold(
             )
             log.info(f"{_name(fold)} done: {done}; {memlog.summary()}")
             return metrics
-        except (TrainingInterrupted, StepStateLost) as exc:
-            lost = isinstance(exc, StepStateLost)
-            checkpointer.wait()  # when lost: an earlier, consistent state may be on its way
-            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch + lost}
-            where = f"epoch {at['epoch']} batch {at['batch']}"
-            why = {"error" if lost else "reason": str(exc)}
-            memlog.event("step_state_lost" if lost else "interrupted", **why, **at,
-                         micro_batch_size=pos.micro_batch_size)  # fmt: skip
-            if not lost:
-                log.warning(f"{_name(fold)}: {exc}; checkpoint written at {where}, rerun to "
-                            f"resume (exit {EXIT_RESUMABLE}); {memlog.summary()}")  # fmt: skip
-                raise
+        except TrainingInterrupted as exc:
+            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch}
+            memlog.event(
+                "interrupted", reason=str(exc), micro_batch_size=pos.micro_batch_size, **at
+            )
+            log.warning(
+                f"{_name(fold)}: {exc}; checkpoint written at epoch {at['epoch']} batch "
+                f"{at['batch']}, rerun to resume (exit {EXIT_RESUMABLE}); {memlog.summary()}"
+            )
+            raise
+        except StepStateLost as exc:
+            at = {"epoch": pos.epoch + 1, "batch": pos.batch_in_epoch + 1}
+            checkpointer.wait()  # an earlier, consistent state may still be on its way to disk
+            memlog.event(
+                "step_state_lost", error=str(exc), micro_batch_size=pos.micro_batch_size, **at
+            )
             log.error(
-                f"{_name(fold)}: {exc} at {where}: weights and optimizer state may be "
-                "half-updated, so the step is not retried and this state is not saved; rerun "
-                f"to resume from the last checkpoint in {ckpt_dir} (exit {EXIT_RESUMABLE})"
+                f"{_name(fold)}: {exc} at epoch {at['epoch']} batch {at['batch']}: weights and "
+                "optimizer state may be half-updated, so the step is not retried and this state "
+                f"is not saved; rerun to resume from the last checkpoint in {ckpt_dir} (exit "
+                f"{EXIT_RESUMABLE})"
             )
             raise TrainingInterrupted(str(exc)) from None
         finally:

@@ -128,7 +128,7 @@ def test_report(tiny_run_copy: Path) -> None:
 def test_dry_run_after_deleting_one_fold_lists_only_that_fold(tiny_run_copy: Path) -> None:
     project = tiny_run_copy
     fold_dir = project / RUN / "fold_1"
-    for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt"):
+    for name in TRAIN_OUTPUTS:
         (fold_dir / name).unlink()
     jobs = planned_jobs(project)
     assert jobs == {"train[fold=1]": 1, **dict.fromkeys(RESULTS_JOBS, 1)}
