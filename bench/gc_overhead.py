@@ -31,12 +31,12 @@ import numpy as np
 import torch
 from synthetic import write_synthetic_inputs  # bench/synthetic.py
 
-from fvc import checkpoint as ckpt
 from fvc.datasets import input_norm, load_fold
-from fvc.fold_state import Position, Run
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.models import build_model
 from fvc.train import train_one_epoch
+from fvc.train.state import Position, Run
+from fvc.train.stop import StopControl
 
 POLICIES = {
     "default": MemoryPolicy(),
@@ -71,7 +71,7 @@ def time_epoch(
     policy.setup_done()
     clock.total, clock.enabled = 0.0, True
     start = time.perf_counter()
-    train_one_epoch(run, data, batches, ckpt.StopControl())
+    train_one_epoch(run, data, batches, StopControl())
     elapsed = time.perf_counter() - start
     clock.enabled = False
     gc.unfreeze()

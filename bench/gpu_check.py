@@ -51,13 +51,15 @@ import yaml  # noqa: E402
 from synthetic import write_synthetic_inputs  # noqa: E402
 
 import fvc.train  # noqa: E402
-from fvc import checkpoint as ckpt  # noqa: E402
 from fvc.datasets import collate_batch, input_norm, load_fold  # noqa: E402
 from fvc.devices import pick_device  # noqa: E402
-from fvc.fold_state import FoldInputs, FoldOutputs, Run, make_checkpoint, new_run  # noqa: E402
 from fvc.memory import MemoryPolicy, aggressive_gc  # noqa: E402
 from fvc.models import build_model  # noqa: E402
-from fvc.step import AUTOCAST_DTYPES  # noqa: E402
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget  # noqa: E402
+from fvc.train import resume as ckpt  # noqa: E402
+from fvc.train.precision import AUTOCAST_DTYPES  # noqa: E402
+from fvc.train.state import Run, make_checkpoint, new_run  # noqa: E402
+from fvc.train.stop import StopControl  # noqa: E402
 
 DEFAULT_CHECKPOINT_EVERY_S = 600.0  # config/config.yaml's train.checkpoint_every_s
 
@@ -114,7 +116,7 @@ class Bench:
             cp = ckpt.Checkpointer(
                 self.tmp / "ck", lambda c: make_checkpoint(run, "bench", c), every_n_batches=every_n
             )
-        stop = ckpt.StopControl()
+        stop = StopControl()
         fvc.train.train_one_epoch(
             run, self.data.train, self.batches[:3], stop, None, self.a.workers
         )
@@ -235,7 +237,7 @@ class Bench:
         if dev.type == "cuda":
             aggressive_gc()
             run = self.fresh_run(MemoryPolicy())  # base: weights, and optimizer state after a step
-            fvc.train.train_one_epoch(run, self.data.train, self.batches[:1], ckpt.StopControl())
+            fvc.train.train_one_epoch(run, self.data.train, self.batches[:1], StopControl())
             run.optimizer.zero_grad(set_to_none=True)
             sync(dev)
             base = torch.cuda.memory_allocated(dev) / 2**20
@@ -260,13 +262,19 @@ class Bench:
                 return model
 
             how = f"injected OOM above {limit} clips"
-        original = fvc.train.build_model
-        fvc.train.build_model = build
+        original = fvc.train.loop.build_model
+        fvc.train.loop.build_model = build
         try:
-            fvc.train.fit_fold(self.inputs, FoldOutputs.in_dir(root / "out"), 0, self.cfg, train,
-                               {}, root / "ck")  # fmt: skip
+            fvc.train.fit_fold(
+                FoldTarget(0, FoldOutputs.in_dir(root / "out")),
+                self.inputs,
+                self.cfg,
+                train,
+                {},
+                root / "ck",
+            )
         finally:
-            fvc.train.build_model = original
+            fvc.train.loop.build_model = original
             if cap is not None:
                 torch.cuda.set_per_process_memory_fraction(1.0, dev)
         events = [json.loads(x) for x in (root / "out/memory.jsonl").read_text().splitlines()]

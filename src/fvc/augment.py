@@ -34,7 +34,6 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from fvc.config import AugmentConfig
 from fvc.io import atomic_path, write_parquet
 
 log = logging.getLogger(__name__)
@@ -63,48 +63,6 @@ BLUR_SIGMA = (0.3, 1.0)
 NOISE_SIGMA = (0.01, 0.04)  # on the [0, 1] scale
 ERASE_AREA = (0.005, 0.03)  # fraction of the frame
 ERASE_ASPECT = (0.5, 2.0)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Validated ``augment:`` config section (defaults as in config/config.yaml)."""
-
-    copies: int = 1
-    seed: int = 7
-    p_flip: float = 0.5
-    p_affine: float = 0.5
-    p_color: float = 0.5
-    p_blur: float = 0.2
-    p_noise: float = 0.3
-    p_erase: float = 0.2
-    p_temporal: float = 0.3
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
-        """Build from the config dict; unknown keys or bad values raise naming ``augment.<key>``."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) in config augment: {unknown}; known: {sorted(known)}")
-        values: dict[str, Any] = {}
-        for key, raw in cfg.items():
-            if key in ("copies", "seed"):
-                if isinstance(raw, bool) or not isinstance(raw, int | np.integer):
-                    raise ValueError(f"config augment.{key} must be an integer, got {raw!r}")
-                if key == "copies" and raw < 0:
-                    raise ValueError(f"config augment.copies must be >= 0, got {raw}")
-                values[key] = int(raw)
-            else:
-                if isinstance(raw, bool) or not isinstance(raw, int | float | np.number):
-                    raise ValueError(f"config augment.{key} must be a number, got {raw!r}")
-                if not 0.0 <= float(raw) <= 1.0:
-                    raise ValueError(f"config augment.{key} must be in [0, 1], got {raw}")
-                values[key] = float(raw)
-        return cls(**values)
-
-    def prob(self, op: str) -> float:
-        """Probability of ``op`` (one of :data:`ALL_OPS`)."""
-        return float(getattr(self, f"p_{op}"))
 
 
 def derive_seed(seed: int, fold: int | None, video_id: str, copy: int) -> int:
@@ -324,7 +282,7 @@ def augment_fold(
     on any error neither output is created and no temp file is left. ``threads`` caps torch's
     intra-op threads (the rule's ``threads``).
     """
-    cfg = AugmentConfig.from_mapping(augment_cfg)
+    cfg = AugmentConfig.of(augment_cfg)
     clips_path, splits_path = Path(clips_path), Path(splits_path)
     if threads is not None:
         torch.set_num_threads(max(1, int(threads)))

@@ -21,16 +21,14 @@ from fvc.log import setup_logging
 
 
 def _train(a: argparse.Namespace) -> int:
-    from fvc.fold_state import FoldInputs, FoldOutputs
-    from fvc.train import run_fold
+    from fvc.train import FoldInputs, FoldOutputs, FoldTarget, run_fold
 
     setup_logging(a.log)
     with open(a.config) as fh:
         cfg = yaml.safe_load(fh) or {}
     return run_fold(
+        FoldTarget(a.fold, FoldOutputs.in_dir(a.out_dir)),
         FoldInputs(a.clips, a.index, a.splits, a.aug_clips, a.aug_manifest),
-        FoldOutputs.in_dir(a.out_dir),
-        a.fold,
         cfg.get("model"),
         cfg.get("train"),
         cfg.get("memory"),

@@ -30,8 +30,10 @@ import av
 import numpy as np
 import pandas as pd
 
+from fvc.config import DataConfig, group_column
 from fvc.formats import DataError, encode_labels, read_metadata_source
 from fvc.io import atomic_path, write_parquet, write_tsv
+from fvc.sweep import DECODE_KEYS
 from fvc.video import VideoError, decode_windows, probe_video, window_settings
 
 __all__ = [
@@ -163,22 +165,21 @@ def list_videos(
     (an unlabelled predict set) every label is -1 and ``label_name`` is empty. Returns the
     table and the class display names ``{1: ..., 0: ...}``.
     """
+    positive = DataConfig.of(data_cfg, extra=("group_column",)).positive_label
     rows = table["row"].tolist()
     width = max(5, len(str(max(rows)))) if rows else 5
     if "label" in table.columns:
         labels, class_names = encode_labels(
-            table["label"].astype(str).tolist(), str(data_cfg.get("positive_label", "fake")),
-            source, rows,
-        )  # fmt: skip
+            table["label"].astype(str).tolist(), positive, source, rows
+        )
         names = table["label"].astype(str).str.strip()
     else:
-        positive = str(data_cfg.get("positive_label", "fake"))
         labels, class_names = np.full(len(table), -1, dtype=np.int8), {1: positive, 0: ""}
         names = pd.Series([""] * len(table), index=table.index, dtype=object)
     table = table.assign(video_id=[f"v{r:0{width}d}" for r in rows], label_name=names, label=labels)
     # cv.group_column (passed here as group_column): the column whose value is the group;
     # `group` may be absent (each video is its own group), any other name must be a column.
-    group_col = data_cfg.get("group_column") or None
+    group_col = group_column(data_cfg)
     if group_col and group_col in table.columns:
         groups = table[group_col].astype("string").str.strip().fillna("")
         table["group"] = groups.where(groups != "", table["video_id"]).astype(str)
@@ -253,7 +254,7 @@ def load_metadata(
 ) -> pd.DataFrame:
     """Read the metadata, probe every video, write metadata.parquet and excluded.tsv.
 
-    Probing runs in ``workers`` processes (default ``data_cfg["workers"]``, else 1).
+    Probing runs in ``workers`` processes (default ``data.workers``).
     Rows that point at the same file twice are excluded as "duplicate of row N" (the same file
     with two labels is an error). Raises :class:`DataError` (and writes nothing) when a class
     has fewer than ``min_per_class`` usable videos (the caller passes cv.n_splits).
@@ -263,7 +264,7 @@ def load_metadata(
     if table.empty:
         raise DataError(f"{source}: no videos listed")
     table, class_names = list_videos(table, data_cfg, source)
-    workers = max(1, int(workers or data_cfg.get("workers") or 1))
+    workers = max(1, int(workers or DataConfig.of(data_cfg, extra=("group_column",)).workers))
     meta, excl = probe_videos(table, source, workers)
 
     counts = {c: int((meta["label"] == c).sum()) for c in (1, 0)}
@@ -310,50 +311,38 @@ def _npy_offset(path: Path, shape: tuple[int, ...]) -> int:
     return offset
 
 
-#: data config keys that do not change a decoded clip (everything else is a decode setting).
-_NOT_DECODE_KEYS = frozenset(
-    {"workers", "metadata", "root", "format", "fvc_filename", "positive_label", "group_column",
-     "demo"}
-)  # fmt: skip
 CACHE_INDEX = "index.parquet"
 CACHE_COLUMNS = ["path", "size", "mtime_ns", "clip_row", "padded", "reason", "settings", "array"]
 
 Identity = tuple[str, int, int]  # (path, size, mtime_ns)
 
 
-def decode_settings(data_cfg: dict[str, Any]) -> str:
+def decode_settings(data_cfg: DataConfig | dict[str, Any]) -> str:
     """The decode settings a cached clip is valid for, as a canonical JSON string.
 
-    Every data key except those that only choose videos (so a decode key added later, such as
-    a resize mode, is part of it without a change here), with defaults filled in, plus the
-    PyAV version (another FFmpeg may decode differently). ``clips_per_video`` and
+    The keys that decide a decoded clip (:data:`fvc.sweep.DECODE_KEYS`) with defaults filled
+    in, plus the PyAV version (another FFmpeg may decode differently). ``clips_per_video`` and
     ``frame_stride`` are part of it only when they differ from their defaults (1, null; a
     stride of 0 is null): a cache built before they existed stays valid for the same clips.
     """
-    settings = {k: v for k, v in data_cfg.items() if k not in _NOT_DECODE_KEYS}
-    clips, stride = window_settings(data_cfg)
-    settings.pop("clips_per_video", None)
-    settings.pop("frame_stride", None)
+    view = DataConfig.of(data_cfg, extra=("group_column",))
+    settings: dict[str, Any] = {k: getattr(view, k) for k in DECODE_KEYS}
+    clips, stride = window_settings(view)
     if clips != 1:
         settings["clips_per_video"] = clips
     if stride is not None:
         settings["frame_stride"] = stride
-    settings.update(
-        num_frames=int(data_cfg.get("num_frames", 8)),
-        size=int(data_cfg.get("size", 64)),
-        short_videos=str(data_cfg.get("short_videos", "pad")),
-        decoder=f"av {av.__version__}",
-    )
+    settings["decoder"] = f"av {av.__version__}"
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-def clip_shape(data_cfg: dict[str, Any]) -> tuple[int, ...]:
+def clip_shape(data_cfg: DataConfig | dict[str, Any]) -> tuple[int, ...]:
     """Shape of one video's entry in clips.npy: ``(T, S, S, 3)``, or ``(C, T, S, S, 3)`` when
     ``data.clips_per_video`` C > 1 (so clips.npy is ``(N, T, S, S, 3)`` or ``(N, C, T, S, S, 3)``).
     """
-    clips, _ = window_settings(data_cfg)
-    num_frames, size = int(data_cfg.get("num_frames", 8)), int(data_cfg.get("size", 64))
-    window = (num_frames, size, size, 3)
+    view = DataConfig.of(data_cfg, extra=("group_column",))
+    clips, _ = window_settings(view)
+    window = (view.num_frames, view.size, view.size, 3)
     return window if clips == 1 else (clips, *window)
 
 
@@ -468,19 +457,19 @@ def build_clip_cache(
     ``attrs`` hold ``decoded`` and ``reused`` counts (also logged).
     """
     try:
-        clips_per_video, frame_stride = window_settings(data_cfg)
+        view = DataConfig.of(data_cfg, extra=("group_column",))
+        clips_per_video, frame_stride = window_settings(view)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     meta = pd.read_parquet(metadata_path)
-    num_frames, size = int(data_cfg.get("num_frames", 8)), int(data_cfg.get("size", 64))
-    short_videos = str(data_cfg.get("short_videos", "pad"))
-    resize = str(data_cfg.get("resize", "letterbox"))  # letterbox | short_side_crop (issue 9)
-    workers = max(1, min(int(workers), int(data_cfg.get("workers", workers))))
-    entry_shape = clip_shape(data_cfg)  # one video: (T, S, S, 3) or (C, T, S, S, 3)
+    num_frames, size = view.num_frames, view.size
+    short_videos, resize = view.short_videos, view.resize
+    workers = max(1, int(workers))
+    entry_shape = clip_shape(view)  # one video: (T, S, S, 3) or (C, T, S, S, 3)
     clip_bytes = int(np.prod(entry_shape))
     tasks = [(p, int(f), num_frames, size, short_videos, resize, clips_per_video, frame_stride)
              for p, f in zip(meta["path"], meta["frames"], strict=True)]  # fmt: skip
-    cache = _DecodeCache(cache_dir, decode_settings(data_cfg), entry_shape)
+    cache = _DecodeCache(cache_dir, decode_settings(view), entry_shape)
     identities = [_identity(str(p)) for p in meta["path"]]
     hits = [cache.get(ident) for ident in identities]
     misses = [task for task, hit in zip(tasks, hits, strict=True) if hit is None]
@@ -539,7 +528,7 @@ def build_clip_cache(
     write_tsv(out_excluded, pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS))
     # the settings travel with the clips: `fvc predict` decodes new files exactly like these
     recorded = index.copy(deep=False)
-    recorded.attrs = {"decode_settings": decode_settings(data_cfg)}
+    recorded.attrs = {"decode_settings": decode_settings(view)}
     write_parquet(out_index, recorded)
     cache.save(out_clips, records)
     n_reused = len(meta) - len(misses)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
+from fvc.config import DemoConfig
 from fvc.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,11 @@ PATCH_NOISE = 14.0
 #: Side of the fake patch relative to the frame (ellipse area ~ 0.75 x side^2).
 PATCH_SIDE = (0.6, 0.72)
 #: Artefact strength of a fake clip (opacity of the patch): most fakes draw it uniformly from
-#: STRENGTH, which a small 3D CNN learns within a few epochs; a share SUBTLE_SHARE of them from
+#: STRENGTH, which a small 3D CNN learns within a few epochs; a share (data.demo.subtle_share) from
 #: SUBTLE, which is close to invisible. The subtle ones keep the folds below a perfect score, and
 #: their count per fold varies, which gives the folds their spread.
 STRENGTH = (0.6, 1.0)
 SUBTLE = (0.03, 0.25)
-SUBTLE_SHARE = 0.3
 #: Global exposure flicker (grey levels, uniform in +-) and sensor noise (std) of every clip.
 GLOBAL_FLICKER = 3.0
 SENSOR_NOISE = 2.0
@@ -152,7 +152,7 @@ def _render(
     size: int,
     frames: int,
     fake: bool,
-    subtle_share: float = SUBTLE_SHARE,
+    subtle_share: float,
 ) -> np.ndarray:
     """Render one clip as uint8 (frames, size, size, 3)."""
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
@@ -197,22 +197,21 @@ def _encode(path: Path, clip: np.ndarray, fps: int = 12, gop_size: int = 8) -> N
         container.mux(stream.encode(None))
 
 
-def make_demo_dataset(out_csv: str | os.PathLike[str], cfg: dict[str, Any]) -> pd.DataFrame:
+def make_demo_dataset(
+    out_csv: str | os.PathLike[str], cfg: DemoConfig | dict[str, Any]
+) -> pd.DataFrame:
     """Generate the demo videos under ``<csv folder>/videos/`` and then, last, the CSV.
 
     ``cfg`` is ``config["data"]["demo"]``: ``sources``, ``clips_per_source``, ``frames``,
-    ``size``, ``seed`` and ``subtle_share`` (default :data:`SUBTLE_SHARE`). Each source id (the
+    ``size``, ``seed`` and ``subtle_share`` (schema defaults for missing keys; a value out of
+    range is a :class:`fvc.config.ConfigError` naming ``data.demo.<key>``). Each source id (the
     ``group``) yields ``clips_per_source`` real and as many fake clips. The CSV (``path``
     relative to its folder, ``label`` real/fake, ``group``) is written atomically after every
     video exists, so its presence means the set is complete.
     """
-    sources, per_source = int(cfg["sources"]), int(cfg["clips_per_source"])
-    frames, size, seed = int(cfg["frames"]), int(cfg["size"]), int(cfg["seed"])
-    subtle_share = float(cfg.get("subtle_share", SUBTLE_SHARE))
-    if sources < 1 or per_source < 1 or frames < 1 or size < 16:
-        raise ValueError(
-            f"data.demo: need sources, clips_per_source, frames >= 1 and size >= 16, got {cfg}"
-        )
+    demo = DemoConfig.of(cfg)
+    sources, per_source, frames = demo.sources, demo.clips_per_source, demo.frames
+    size, seed, subtle_share = demo.size, demo.seed, float(demo.subtle_share)
     out_csv = Path(out_csv)
     video_dir = out_csv.parent / "videos"
     video_dir.mkdir(parents=True, exist_ok=True)

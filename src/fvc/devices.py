@@ -115,7 +115,7 @@ def pick_device(spec: str = "auto") -> torch.device:
     ``cuda`` or ``cuda:N``; asking for CUDA where there is none is a one-line error."""
     import torch
 
-    from fvc.schema import ConfigError
+    from fvc.config import ConfigError
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)")
     if spec == "auto":

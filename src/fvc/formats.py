@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pandas as pd
 
+from fvc.config import default, group_column
+
 log = logging.getLogger(__name__)
 
 #: Extensions the ``folders`` format lists (anything else in a class folder is ignored).
@@ -252,7 +254,7 @@ def _read_fvc(
     df = _read_any_table(path)
     df = _require(df, path, ["video_url", "label"] if labels or _has_label(df) else ["video_url"])
     if "path" not in df.columns:
-        pattern = str(cfg.get("fvc_filename") or "{url_id}.mp4")
+        pattern = str(cfg.get("fvc_filename") or default("data", "fvc_filename"))
         paths = []
         listings = _Listings()
         for row, rec in enumerate(df.to_dict("records"), 1):
@@ -265,7 +267,7 @@ def _read_fvc(
                 ) from None
             paths.append(_resolve_glob(name, base, path, row, listings))
         df["path"] = paths
-    group_col = cfg.get("group_column")
+    group_col = group_column(cfg)
     if group_col and group_col not in df.columns and "cascade_id" in df.columns:
         df[group_col] = df["cascade_id"]
     return df, None
@@ -395,7 +397,7 @@ def read_metadata_source(
     path = Path(metadata_path)
     if not path.exists():
         raise DataError(f"{path}: metadata not found")
-    fmt = str(cfg.get("format") or "auto")
+    fmt = str(cfg.get("format") or default("data", "format"))
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in _READERS:

@@ -1,4 +1,7 @@
-"""Memory hygiene: garbage-collection cadence, OOM detection and recovery, memory statistics.
+"""Memory hygiene: garbage-collection cadence, OOM detection, memory statistics and their log.
+
+What to do after an OOM (retry, halve, skip) is one policy,
+:func:`fvc.train.step.call_with_oom_recovery`.
 
 Why a cadence at all: reference cycles (tracebacks, closures, autograd graphs held by exceptions)
 can pin large tensors until a full collection runs. Why ``gc.freeze()``: with torch, torchvision,
@@ -17,14 +20,12 @@ import re
 import resource
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from fvc.schema import check_section, defaults
+from fvc.config import MemoryConfig
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,6 @@ def _torch() -> Any:
 
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Messages of real allocation failures (CPU allocator under RLIMIT_AS / cgroup limits, CUDA
 # caching allocator, cuDNN/cuBLAS workspaces, MKL/oneDNN, errno 12). Whole words/phrases only:
@@ -97,27 +97,13 @@ def aggressive_gc(empty_cache: bool = True) -> None:
         torch.cuda.ipc_collect()
 
 
-def _default(key: str) -> Any:
-    return field(default_factory=lambda: defaults("memory")[key])
+class MemoryPolicy(MemoryConfig):
+    """The ``memory:`` section (:class:`fvc.config.MemoryConfig`) with the hygiene it configures.
 
-
-@dataclass(frozen=True)
-class MemoryPolicy:
-    """The ``memory:`` config section; defaults from the config schema (the one source)."""
-
-    gc_every_n_batches: int = _default("gc_every_n_batches")
-    # off by default: returning cached blocks makes the next steps cudaMalloc them again (a
-    # device sync each); bench/gpu_check.py measures what every 20 batches costs
-    empty_cache_every_n_batches: int = _default("empty_cache_every_n_batches")
-    gc_freeze: bool = _default("gc_freeze")
-    max_oom_retries: int = _default("max_oom_retries")
-    min_batch_size: int = _default("min_batch_size")
-    max_skip_fraction: float = _default("max_skip_fraction")
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> MemoryPolicy:
-        """The section as given (``fvc train`` reads it unvalidated), checked by the schema."""
-        return cls(**check_section("memory", cfg))
+    ``empty_cache_every_n_batches`` is off by default: returning cached blocks makes the next
+    steps cudaMalloc them again (a device sync each); ``bench/gpu_check.py`` measures what
+    every 20 batches costs.
+    """
 
     def setup_done(self) -> None:
         """Collect once, then (if configured) freeze every surviving object out of future scans."""
@@ -126,7 +112,7 @@ class MemoryPolicy:
             gc.freeze()
 
     def after_batch(self, step: int) -> None:
-        """Periodic hygiene after training batch number ``step`` (1-based, counted per fold)."""
+        """Periodic hygiene after training batch number ``step`` (1-based, counted per run)."""
         if self.gc_every_n_batches and step % self.gc_every_n_batches == 0:
             aggressive_gc(empty_cache=False)
         torch = _torch()
@@ -140,7 +126,7 @@ class MemoryPolicy:
 
     @staticmethod
     def teardown() -> None:
-        """End of a fold: collect the fold's garbage, then unfreeze.
+        """End of a run: collect its garbage, then unfreeze.
 
         Unfreezing hands the objects frozen at set-up back to the automatic collector (frozen
         objects are never freed); collecting first keeps this as cheap as a periodic collection.
@@ -229,49 +215,3 @@ class MemoryLog:
             + (f", CUDA peak {cuda:.0f} MiB" if cuda else "")
             + (f", events {notable}" if notable else ", no OOM")
         )
-
-
-def call_with_oom_recovery(
-    attempt: Callable[[int], T],
-    micro: int,
-    policy: MemoryPolicy,
-    rollback: Callable[[], None] | None = None,
-    memlog: MemoryLog | None = None,
-    where: dict[str, Any] | None = None,
-) -> tuple[T | None, int]:
-    """Run ``attempt(micro)`` under the OOM policy; returns ``(result, micro)``.
-
-    On an out-of-memory error: ``rollback()`` (undo the failed attempt's side effects), collect
-    garbage outside the ``except`` block (its traceback pins the failed tensors), log memory
-    statistics, retry up to ``policy.max_oom_retries`` times, then halve ``micro`` (not below
-    ``policy.min_batch_size``) and start over. When even the minimum fails, return
-    ``(None, micro)``: the caller skips that piece of work and counts it.
-    """
-    where = where or {}
-    tries = 0
-    while True:
-        error = None
-        try:
-            return attempt(micro), micro
-        except Exception as exc:
-            if not is_oom_error(exc):
-                raise
-            error = error_line(exc)
-        if rollback is not None:
-            rollback()
-        aggressive_gc()
-        event = memlog.event if memlog is not None else (lambda *a, **k: {})
-        event("oom", error=error, micro_batch_size=micro, **where)
-        log.warning("out of memory at %s, micro-batch %d: %s", where, micro, error)
-        tries += 1
-        if tries <= policy.max_oom_retries:
-            event("retry", attempt=tries, micro_batch_size=micro, **where)
-            continue
-        if micro > policy.min_batch_size:
-            old, micro, tries = micro, max(policy.min_batch_size, micro // 2), 0
-            event("batch_size", old=old, micro_batch_size=micro, **where)
-            log.warning("micro-batch %d -> %d (gradient accumulation keeps the batch)", old, micro)
-            continue
-        event("skip", micro_batch_size=micro, **where)
-        log.error("skipping the batch at %s: out of memory at the minimum micro-batch", where)
-        return None, micro

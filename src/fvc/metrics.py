@@ -23,19 +23,11 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-#: Metrics where larger is better (used for best-model selection).
-HIGHER_IS_BETTER = {
-    "accuracy": True,
-    "balanced_accuracy": True,
-    "precision": True,
-    "recall": True,
-    "f1": True,
-    "roc_auc": True,
-    "loss": False,
-    "val_loss": False,
-}
-
+#: Threshold-based metrics of :func:`binary_metrics` (plus ROC-AUC), per fold and pooled.
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc")
+#: Which way is better, for best-epoch selection and comparisons: every metric of
+#: :data:`METRIC_NAMES` is higher-is-better, the losses are not.
+HIGHER_IS_BETTER = {**dict.fromkeys(METRIC_NAMES, True), "loss": False, "val_loss": False}
 COUNT_NAMES = ("tn", "fp", "fn", "tp")
 #: Threshold-free scores of the predicted probabilities (see :func:`score_metrics`).
 SCORE_NAMES = ("average_precision", "eer", "eer_threshold", "log_loss", "brier")

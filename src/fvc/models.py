@@ -5,7 +5,7 @@ Every model maps a float clip batch ``(B, C, T, H, W)`` (normalised by
 (``fake``), so ``softmax(logits)[:, 1]`` is ``prob_fake`` and the loss is a (class-weighted)
 cross-entropy.
 
-``model.weights`` (issue 9) is either a torchvision weight name of the chosen architecture
+``model.weights`` is either a torchvision weight name of the chosen architecture
 (``KINETICS400_V1``, ``DEFAULT``, or the full ``R3D_18_Weights.KINETICS400_V1``), fetched by
 torchvision's own code into its cache (``torch.hub.get_dir()/checkpoints``, i.e. ``TORCH_HOME``)
 on first use, or a local state-dict file. Where the fetch cannot happen (an offline node)
@@ -15,17 +15,16 @@ weights) is re-initialised with a log line; any other mismatch is an error, so a
 file cannot silently train from scratch. With torchvision weights the input normalisation is the
 weights' own (:func:`input_normalization`).
 
-Fine-tuning (``train.backbone_lr_scale``, ``train.freeze_backbone_epochs``,
-``train.warmup_epochs``): :func:`param_groups` (head at ``lr``, backbone at ``lr * scale``),
-:func:`set_backbone_frozen` / :func:`backbone_frozen` (a function of the epoch, so a resumed run
-recomputes it) and :func:`warmup_scheduler` (the LR factor is a closed-form function of the
-epoch). The backbone is every parameter outside the classifier head.
+Fine-tuning: the backbone is every parameter outside the classifier head (whose parameter prefix
+:data:`REGISTRY` names, once per architecture): :func:`split_parameters` (the optimizer's two
+groups, :func:`fvc.train.optim.param_groups`) and :func:`set_backbone_frozen` /
+:func:`backbone_frozen` (``train.freeze_backbone_epochs``, a function of the epoch, so a resumed
+run recomputes it).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from collections.abc import Callable
@@ -36,6 +35,9 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from fvc.config import ModelConfig, TrainConfig
+from fvc.datasets import MEAN, STD
 
 if TYPE_CHECKING:
     from torchvision.models._api import WeightsEnum
@@ -53,18 +55,6 @@ def _tv_video() -> ModuleType:
 
 
 NUM_CLASSES = 2
-
-#: Kinetics-400 statistics (torchvision's video transforms); the input normalisation without
-#: torchvision weights (small3d, a local state dict).
-DEFAULT_MEAN = (0.43216, 0.394666, 0.37645)
-DEFAULT_STD = (0.22803, 0.22145, 0.216989)
-
-#: The ``train`` keys of fine-tuning, with their "off" defaults.
-FINETUNE_DEFAULTS: dict[str, Any] = {
-    "backbone_lr_scale": 1.0,
-    "freeze_backbone_epochs": 0,
-    "warmup_epochs": 0,
-}
 
 #: Seconds a weights download may wait for the server (urllib has no timeout of its own).
 DOWNLOAD_TIMEOUT_S = 60
@@ -114,15 +104,15 @@ class Small3D(nn.Module):
         return self.head(self.dropout(torch.flatten(self.features(x), 1)))
 
 
-def _small3d(cfg: dict[str, Any]) -> nn.Module:
-    return Small3D(dropout=float(cfg.get("dropout", 0.2)))
+def _small3d(cfg: ModelConfig) -> nn.Module:
+    return Small3D(dropout=float(cfg.dropout))
 
 
-def _resnet3d(name: str) -> Callable[[dict[str, Any]], nn.Module]:
-    def build(cfg: dict[str, Any]) -> nn.Module:
+def _resnet3d(name: str) -> Callable[[ModelConfig], nn.Module]:
+    def build(cfg: ModelConfig) -> nn.Module:
         model = getattr(_tv_video(), name)(weights=None)
         model.fc = nn.Sequential(  # type: ignore[assignment]
-            nn.Dropout(float(cfg.get("dropout", 0.2))),
+            nn.Dropout(float(cfg.dropout)),
             nn.Linear(model.fc.in_features, NUM_CLASSES),
         )
         return model
@@ -130,10 +120,8 @@ def _resnet3d(name: str) -> Callable[[dict[str, Any]], nn.Module]:
     return build
 
 
-def _s3d(cfg: dict[str, Any]) -> nn.Module:
-    model = _tv_video().s3d(
-        weights=None, num_classes=NUM_CLASSES, dropout=float(cfg.get("dropout", 0.2))
-    )
+def _s3d(cfg: ModelConfig) -> nn.Module:
+    model = _tv_video().s3d(weights=None, num_classes=NUM_CLASSES, dropout=float(cfg.dropout))
     # torchvision's fixed (2, 7, 7) pool only fits 16+ frames of 224 px; adaptive pooling has no
     # weights, so pretrained files still load and any clip size works.
     model.avgpool = nn.AdaptiveAvgPool3d(1)
@@ -141,7 +129,7 @@ def _s3d(cfg: dict[str, Any]) -> nn.Module:
 
 
 #: name -> (builder, prefix of the classifier head's parameters)
-REGISTRY: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
+REGISTRY: dict[str, tuple[Callable[[ModelConfig], nn.Module], str]] = {
     "small3d": (_small3d, "head."),
     "r3d_18": (_resnet3d("r3d_18"), "fc."),
     "mc3_18": (_resnet3d("mc3_18"), "fc."),
@@ -150,34 +138,37 @@ REGISTRY: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
 }
 
 
-def _registry_entry(model_cfg: dict[str, Any]) -> tuple[str, Callable, str]:
-    name = model_cfg.get("name", "small3d")
-    if name not in REGISTRY:
-        raise ValueError(f"model.name: unknown model {name!r}; valid names: {', '.join(REGISTRY)}")
-    return name, *REGISTRY[name]
+#: Attribute of a built model that holds its head's parameter prefix (from :data:`REGISTRY`).
+HEAD_PREFIX_ATTR = "fvc_head_prefix"
 
 
-def build_model(model_cfg: dict[str, Any], progress: bool = True) -> nn.Module:
-    """Build ``model_cfg["name"]`` with a two-logit head; load ``model_cfg["weights"]`` if set.
+def build_model(model_cfg: ModelConfig | dict[str, Any], progress: bool = True) -> nn.Module:
+    """Build ``model.name`` with a two-logit head; load ``model.weights`` if set.
 
     torchvision weight names go through torchvision's own loader (``weights.get_state_dict``:
     the cached file, else a download, with a ``progress`` bar on stderr).
     """
-    _, builder, head_prefix = _registry_entry(model_cfg)
+    model_cfg = ModelConfig.of(model_cfg)
+    if model_cfg.name not in REGISTRY:
+        raise ValueError(
+            f"model.name: unknown model {model_cfg.name!r}; valid names: {', '.join(REGISTRY)}"
+        )
+    builder, prefix = REGISTRY[model_cfg.name]
     model = builder(model_cfg)
+    setattr(model, HEAD_PREFIX_ATTR, prefix)
     tv_weights = torchvision_weights(model_cfg)
     if tv_weights is not None:
         state = _fetch_state_dict(model_cfg, tv_weights, progress)
-        _load_state(model, state, f"{tv_weights!r} ({weights_cache_path(tv_weights)})", head_prefix)
-    elif model_cfg.get("weights"):
-        load_weights(model, model_cfg["weights"], head_prefix)
+        _load_state(model, state, f"{tv_weights!r} ({weights_cache_path(tv_weights)})", prefix)
+    elif model_cfg.weights:
+        load_weights(model, model_cfg.weights, prefix)
     return model
 
 
 # ----------------------------------------------------------------------------- weights
 
 
-def torchvision_weights(model_cfg: dict[str, Any]) -> WeightsEnum | None:
+def torchvision_weights(model_cfg: ModelConfig | dict[str, Any]) -> WeightsEnum | None:
     """The torchvision weights ``model.weights`` names, or None for a path / no weights.
 
     A value is a name when it is a member of the architecture's weights enum
@@ -186,11 +177,10 @@ def torchvision_weights(model_cfg: dict[str, Any]) -> WeightsEnum | None:
     (letters, digits and underscores, or ``<X>_Weights.<member>``), is not an existing file and
     is no such member is an error listing the valid names; anything else is a local path.
     """
-    value = model_cfg.get("weights")
-    if not value:
+    model_cfg = ModelConfig.of(model_cfg)
+    if not model_cfg.weights:
         return None
-    value = str(value)
-    name = model_cfg.get("name", "small3d")
+    value, name = str(model_cfg.weights), model_cfg.name
     enum = None
     if name != "small3d":
         import torchvision
@@ -226,11 +216,11 @@ def weights_cache_path(weights: WeightsEnum) -> Path:
 
 
 def _fetch_state_dict(
-    model_cfg: dict[str, Any], weights: WeightsEnum, progress: bool
+    model_cfg: ModelConfig, weights: WeightsEnum, progress: bool
 ) -> dict[str, Any]:
     """torchvision's loader for ``weights`` (cache, else download), errors as one line."""
     path = weights_cache_path(weights)
-    what = f"model.weights: {model_cfg.get('weights')} ({weights!r})"
+    what = f"model.weights: {model_cfg.weights} ({weights!r})"
     cached = path.is_file()
     previous = socket.getdefaulttimeout()
     if previous is None:  # a silently dropped connection must not hang the job forever
@@ -255,18 +245,19 @@ def _fetch_state_dict(
         socket.setdefaulttimeout(previous)
 
 
-def fetch_weights(model_cfg: dict[str, Any], progress: bool = True) -> Path | None:
+def fetch_weights(model_cfg: ModelConfig | dict[str, Any], progress: bool = True) -> Path | None:
     """The local file ``model.weights`` resolves to, downloading torchvision weights first.
 
     Called at the start of a job, before anything is written: a missing file or an offline node
     fails here with one line (:class:`WeightsError` / :class:`WeightsUnavailable`). None
     without weights. The path also goes into the resume fingerprint.
     """
-    if not model_cfg.get("weights"):
+    model_cfg = ModelConfig.of(model_cfg)
+    if not model_cfg.weights:
         return None
     tv_weights = torchvision_weights(model_cfg)
     if tv_weights is None:
-        path = Path(model_cfg["weights"])
+        path = Path(model_cfg.weights)
         if not path.is_file():
             raise WeightsFileMissing(
                 f"model.weights: file {path} does not exist (give a local state-dict file, a "
@@ -281,16 +272,16 @@ def fetch_weights(model_cfg: dict[str, Any], progress: bool = True) -> Path | No
 
 
 def input_normalization(
-    model_cfg: dict[str, Any],
+    model_cfg: ModelConfig | dict[str, Any],
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) per RGB channel of the model input (frames scaled to 0..1).
 
     With torchvision weights: the weights' own transforms (``weights.transforms().mean/std``);
-    otherwise the Kinetics-400 statistics :data:`DEFAULT_MEAN` / :data:`DEFAULT_STD`.
+    otherwise the Kinetics-400 statistics :data:`fvc.datasets.MEAN` / :data:`fvc.datasets.STD`.
     """
     tv_weights = torchvision_weights(model_cfg)
     if tv_weights is None:
-        return DEFAULT_MEAN, DEFAULT_STD
+        return MEAN, STD
     preset = tv_weights.transforms()
     return tuple(float(v) for v in preset.mean), tuple(float(v) for v in preset.std)
 
@@ -373,13 +364,10 @@ def count_parameters(model: nn.Module) -> int:
 
 def head_prefix(model: nn.Module) -> str:
     """Parameter-name prefix of ``model``'s classifier head (everything else is the backbone)."""
-    if isinstance(model, Small3D):
-        return "head."
-    if isinstance(model, _tv_video().VideoResNet):
-        return "fc."
-    if isinstance(model, _tv_video().S3D):
-        return "classifier."
-    raise ValueError(f"no classifier head known for {type(model).__name__}")
+    prefix = getattr(model, HEAD_PREFIX_ATTR, None)
+    if prefix is None:
+        raise ValueError(f"{type(model).__name__} was not built by fvc.models.build_model")
+    return prefix
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -391,34 +379,12 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return backbone, head
 
 
-def param_groups(model: nn.Module, train_cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Optimizer parameter groups: the head at ``train.lr``, the backbone at ``lr * scale``.
-
-    ``train.backbone_lr_scale`` 1.0 (off) gives one group of all parameters, exactly the
-    optimizer without fine-tuning. Otherwise two groups, the head first (so
-    ``param_groups[0]["lr"]`` is the schedule of ``train.lr`` the history logs). The groups are
-    a function of the config, so a resumed run's optimizer matches its checkpoint; frozen
-    parameters stay in their group (no gradient, no update).
-    """
-    scale = float(train_cfg.get("backbone_lr_scale", 1.0))
-    lr = float(train_cfg["lr"])
-    if scale < 0:
-        raise ValueError(f"train.backbone_lr_scale: {scale} must be >= 0")
-    if scale == 1.0:
-        return [{"params": list(model.parameters()), "lr": lr}]
-    backbone, head = split_parameters(model)
-    return [
-        {"params": head, "lr": lr, "name": "head"},
-        {"params": backbone, "lr": lr * scale, "name": "backbone"},
-    ]
-
-
-def backbone_frozen(train_cfg: dict[str, Any], epoch: int) -> bool:
+def backbone_frozen(train: TrainConfig | dict[str, Any], epoch: int) -> bool:
     """Whether epoch ``epoch`` (1-based) trains with a frozen backbone.
 
     ``train.freeze_backbone_epochs`` N: epochs 1..N train the head only.
     """
-    return epoch <= int(train_cfg.get("freeze_backbone_epochs", 0))
+    return epoch <= int(TrainConfig.of(train).freeze_backbone_epochs)
 
 
 def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
@@ -433,36 +399,3 @@ def set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         p.requires_grad_(not frozen)
         if frozen:
             p.grad = None
-
-
-def lr_factor(train_cfg: dict[str, Any], epoch_index: int) -> float:
-    """Multiplier of the peak LR in epoch ``epoch_index + 1`` (0-based, as LambdaLR counts).
-
-    Linear warm-up over ``train.warmup_epochs`` W: epoch k (1..W) trains at ``k / (W + 1)`` of
-    the peak; then the ``train.scheduler`` schedule runs over the remaining epochs: ``none``
-    (1), ``step`` (x0.1 every third of them) or ``cosine`` (to 0 after the last epoch).
-    """
-    w, epochs = int(train_cfg.get("warmup_epochs", 0)), int(train_cfg["epochs"])
-    if epoch_index < w:
-        return (epoch_index + 1) / (w + 1)
-    e, span = epoch_index - w, max(1, epochs - w)
-    kind = train_cfg["scheduler"]
-    if kind == "none":
-        return 1.0
-    if kind == "step":
-        return 0.1 ** (e // max(1, span // 3))
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
-    raise ValueError(f"train.scheduler: unknown schedule {kind!r} (none, step or cosine)")
-
-
-def warmup_scheduler(optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any]) -> Any:
-    """Per-epoch ``LambdaLR`` of :func:`lr_factor` (warm-up, then ``train.scheduler``).
-
-    The factor is a closed-form function of the epoch counter, which the scheduler state in a
-    checkpoint restores: a resumed run trains each epoch at the same LR. Each parameter group
-    keeps its own peak (the backbone's is ``lr * backbone_lr_scale``).
-    """
-    if int(train_cfg.get("warmup_epochs", 0)) < 0:
-        raise ValueError(f"train.warmup_epochs: {train_cfg['warmup_epochs']} must be >= 0")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(train_cfg, e))

@@ -1,4 +1,4 @@
-"""Predict: the trained fold models applied to new videos (issue 9, point 3).
+"""Predict: the trained models applied to new videos.
 
 A predict set (``predict.sets: {name: metadata-or-folder}``) is read with the same readers as
 ``data.metadata`` (:mod:`fvc.formats`; labels optional), probed and decoded by the same code as
@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from fvc.config import schema
 from fvc.data import EXCLUDED_COLUMNS, build_clip_cache, list_videos, probe_videos
 from fvc.datasets import ClipSet, input_norm
 from fvc.formats import DataError, read_metadata_source
@@ -42,14 +43,18 @@ from fvc.metrics import binary_metrics, choose_threshold, score_metrics
 
 log = logging.getLogger(__name__)
 
-#: ``predict.model`` values: the K fold models averaged, or the refit model (issue 9 point 4).
-MODEL_KINDS = ("ensemble", "final")
+#: ``predict.model`` values: the K fold models averaged, or the refit model.
+MODEL_KINDS = tuple(schema()["properties"]["predict"]["properties"]["model"]["enum"])
 #: Where the ``refit`` target writes the final model, relative to ``runs/<exp>``.
 FINAL_MODEL = Path("final") / "model.pt"
-#: Threshold when the out-of-fold predictions hold one class only (no ROC curve exists).
-DEFAULT_THRESHOLD = 0.5
-#: Decode keys a predict set shares with training (the rest of ``data`` only picks videos).
-SOURCE_KEYS = ("metadata", "root", "format")
+#: The keys of a predict set's source (``predict.sets.<name>`` as a mapping), with defaults.
+SOURCE_DEFAULTS = {
+    k: p.get("default")
+    for k, p in schema()["properties"]["predict"]["properties"]["sets"]["additionalProperties"][
+        "oneOf"
+    ][1]["properties"].items()
+}
+SOURCE_KEYS = tuple(SOURCE_DEFAULTS)
 
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
@@ -80,8 +85,8 @@ def set_spec(name: str, value: Any) -> dict[str, Any]:
             f"predict.sets.{name}: expected a metadata path or folder, or a mapping with "
             f"'metadata' (+ optional root, format), got {value!r}"
         )
-    return {"metadata": str(spec["metadata"]), "root": spec.get("root"),
-            "format": spec.get("format") or "auto"}  # fmt: skip
+    full = {**SOURCE_DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    return {**full, "metadata": str(full["metadata"])}
 
 
 def check_source(name: str, spec: dict[str, Any]) -> None:
@@ -197,7 +202,7 @@ def model_name(path: str | os.PathLike[str]) -> str:
 
 
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
-    """Rebuild a saved model (``best_model.pt``'s dict, :func:`fvc.fold_state.best_model`).
+    """Rebuild a saved model (``best_model.pt``'s dict, written by :mod:`fvc.train.publish`).
 
     The architecture is built from the saved ``model`` config WITHOUT its pretrained weights
     (a torchvision weight name would otherwise fetch Kinetics weights only to overwrite them),

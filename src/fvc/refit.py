@@ -11,7 +11,8 @@ After cross-validation, ``runs/<exp>/final/model.pt`` is trained
   the final model sees K/(K-1) times the videos per epoch, so the lower epoch keeps its number
   of steps closer to the folds'), at least 1. The LR schedule still spans ``train.epochs``: epoch
   ``e`` of the final model trains with the same rate as epoch ``e`` of every fold;
-- with the folds' loop (:func:`fvc.train.fit_fold` with ``fold=None``): checkpoints in
+- with the folds' loop (:func:`fvc.train.fit_fold` with a
+  :class:`~fvc.train.publish.FinalTarget`): checkpoints in
   ``runs/<exp>/checkpoints/final/``, resume after a kill, OOM recovery, signals and the time
   budget. There is no validation: the last epoch's weights are the model.
 
@@ -32,9 +33,8 @@ from typing import Any
 
 import pandas as pd
 
-from fvc.fold_state import FinalOutputs, FoldInputs
 from fvc.io import write_json
-from fvc.train import run_fold
+from fvc.train import FinalOutputs, FinalTarget, FoldInputs, run_fold
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,8 @@ def refit(
         f"on all {n_videos} usable videos of {splits}"
     )
     inputs = FoldInputs(str(clips), str(index), str(splits), str(aug_clips), str(aug_manifest))
-    code = run_fold(
-        inputs, outputs, None, model_cfg, train_cfg, memory_cfg, checkpoint_dir,
-        epochs=epochs, **kwargs,
-    )  # fmt: skip
+    target = FinalTarget(outputs, epochs)
+    code = run_fold(target, inputs, model_cfg, train_cfg, memory_cfg, checkpoint_dir, **kwargs)
     if code == 0:
         n_aug = len(pd.read_parquet(aug_manifest, columns=["aug_row"]))
         write_json(

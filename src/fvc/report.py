@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fvc import io
+from fvc.config import CVConfig
 from fvc.metrics import (
     CI_NAMES,
     COUNT_NAMES,
@@ -50,13 +51,6 @@ SUMMARY_COLUMNS = (*METRIC_NAMES, *SCORE_NAMES, "val_loss")
 INT_COLUMNS = (*COUNT_NAMES, "best_epoch", "epochs_trained", "n_train", "n_val")
 #: Row names after the per-fold rows, in order.
 STAT_ROWS = ("mean", "std", "pooled", "pooled_ci_low", "pooled_ci_high")
-#: The ``cv:`` keys aggregate uses, with their defaults (config/config.yaml and the schema).
-RESULTS_DEFAULTS: dict[str, Any] = {
-    "threshold": "eer",
-    "bootstrap_samples": 1000,
-    "seed": 42,
-    "group_column": None,
-}
 
 
 def _read_metrics(
@@ -195,7 +189,7 @@ def aggregate_folds(
     """Write kfold_results.feather and summary.json from the per-fold train outputs.
 
     ``cfg`` holds the ``cv`` keys ``threshold``, ``bootstrap_samples``, ``seed`` and
-    ``group_column`` (defaults: :data:`RESULTS_DEFAULTS`). With ``splits_path`` the
+    ``group_column`` (the schema's defaults for missing ones). With ``splits_path`` the
     out-of-fold predictions must cover each video of the splits exactly once (see
     :func:`check_coverage`), and when ``group_column`` is set the bootstrap resamples the
     splits' groups instead of single videos. ``out_html`` gets the table as a page for the
@@ -205,7 +199,7 @@ def aggregate_folds(
     splits.parquet per repeat, in repeat order, and coverage is checked per repeat). With a
     single repeat the tables are exactly the plain K-fold ones.
     """
-    cfg = {**RESULTS_DEFAULTS, **(cfg or {})}
+    cv = CVConfig.of(cfg)
     if repeats is not None and len(set(repeats)) < 2:
         repeats = None
     per_fold = _read_metrics(metrics_paths, repeats)
@@ -225,7 +219,7 @@ def aggregate_folds(
         all_splits = [pd.read_parquet(p) for p in paths]
         for (_, part), splits in zip(by_repeat, all_splits, strict=True):
             check_coverage(part, splits)
-        if cfg["group_column"]:
+        if cv.group_column:
             group_of = all_splits[0].set_index("video_id")["group"]
             groups = preds["video_id"].map(group_of).to_numpy()
     unit = "group" if groups is not None else "video"
@@ -241,13 +235,13 @@ def aggregate_folds(
     per_fold["threshold"] = DEFAULT_THRESHOLD
 
     y, p = preds["label"].to_numpy(), preds["prob_fake"].to_numpy()
-    threshold = choose_threshold(y, p, cfg["threshold"])
+    threshold = choose_threshold(y, p, cv.threshold)
     pooled: dict[str, Any] = {
         **binary_metrics(y, p, threshold),
         **score_metrics(y, p),
         "threshold": threshold,
     }
-    ci = bootstrap_ci(y, p, threshold, groups, int(cfg["bootstrap_samples"]), seed=int(cfg["seed"]))
+    ci = bootstrap_ci(y, p, threshold, groups, cv.bootstrap_samples, seed=cv.seed)
     table = kfold_table(per_fold, {**pooled, "ci": ci})
     stats = table.set_index("fold")
     mean_row, std_row = stats.loc["mean"], stats.loc["std"]
@@ -257,11 +251,11 @@ def aggregate_folds(
         "n_excluded": sum(_count_rows(p) for p in excluded_paths),
         "mean": {c: _num(mean_row[c]) for c in SUMMARY_COLUMNS if c in mean_row},
         "std": {c: _num(std_row[c]) for c in SUMMARY_COLUMNS if c in std_row},
-        "threshold": {"method": cfg["threshold"], "value": threshold},
+        "threshold": {"method": cv.threshold, "value": threshold},
         "pooled_out_of_fold": {k: _num(v) for k, v in pooled.items()},
         "ci95": {
             "method": "percentile bootstrap",
-            "resamples": int(cfg["bootstrap_samples"]),
+            "resamples": cv.bootstrap_samples,
             "unit": unit,
             **{k: [_num(lo), _num(hi)] for k, (lo, hi) in ci.items()},
         },
@@ -280,7 +274,7 @@ def aggregate_folds(
         *ci["roc_auc"],
         _nan(pooled["average_precision"]),
         _nan(pooled["eer"]),
-        cfg["threshold"],
+        cv.threshold,
         threshold,
         _nan(pooled["accuracy"]),
     )

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from fvc import io
+from fvc.config import CVConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,10 @@ def _check_class_counts(df: pd.DataFrame, n_splits: int) -> None:
             )
 
 
-def assign_folds(index: pd.DataFrame, cv_cfg: dict[str, Any]) -> pd.DataFrame:
+def assign_folds(index: pd.DataFrame, cv_cfg: CVConfig | dict[str, Any]) -> pd.DataFrame:
     """Return ``index`` sorted by video_id with a ``fold`` column (the fold it validates in)."""
-    n_splits = int(cv_cfg["n_splits"])
-    seed = int(cv_cfg["seed"])
-    group_column = cv_cfg.get("group_column")
+    cv = CVConfig.of(cv_cfg)
+    n_splits, seed, group_column = cv.n_splits, cv.seed, cv.group_column
     df = index.sort_values("video_id", kind="stable").reset_index(drop=True)
     _check_class_counts(df, n_splits)
     y = df["label"].to_numpy()
@@ -145,7 +145,7 @@ def split_dataset(
     index_path: str | os.PathLike[str],
     out_splits: str | os.PathLike[str],
     out_summary: str | os.PathLike[str],
-    cv_cfg: dict[str, Any],
+    cv_cfg: CVConfig | dict[str, Any],
     previous: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Read the clip index, assign folds, write splits.parquet and the per-fold summary.

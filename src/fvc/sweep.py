@@ -6,7 +6,8 @@ over the base config. A stage's artifacts are keyed by a hash of exactly the con
 depends on (chained through the stages before it), so two variants that only differ in
 ``train.lr`` get equal load, decode and augment keys and Snakemake runs those jobs once.
 
-Only the standard library is used: the workflow imports this module while it parses.
+The workflow imports this module while it parses: it needs the standard library and
+:mod:`fvc.config` (pyyaml) only, never torch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import copy
 import hashlib
 import json
 from typing import Any
+
+from fvc.config import default
 
 #: Name of the baseline variant (the config without any overlay).
 BASE = "base"
@@ -118,8 +121,9 @@ def decode_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     data = cfg["data"]
     params = {k: data[k] for k in DECODE_KEYS}
-    if data.get("clips_per_video", 1) != 1:
-        params["clips_per_video"] = data["clips_per_video"]
+    clips = data.get("clips_per_video", default("data", "clips_per_video"))
+    if clips != default("data", "clips_per_video"):
+        params["clips_per_video"] = clips
     if data.get("frame_stride"):
         params["frame_stride"] = data["frame_stride"]
     return params

@@ -36,6 +36,8 @@ import av.logging
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from fvc.config import DataConfig
+
 #: Videos with at least this many frames may use keyframe seeking (shorter ones decode faster
 #: sequentially than the extra demux pass costs).
 SEEK_MIN_FRAMES = 250
@@ -231,22 +233,14 @@ def sample_indices(n_frames: int, num_frames: int) -> np.ndarray:
     return ((np.arange(num_frames) + 0.5) * n_frames / num_frames).astype(np.int64)
 
 
-def window_settings(data_cfg: dict[str, Any]) -> tuple[int, int | None]:
-    """``(clips_per_video, frame_stride)`` from the ``data`` config, checked (one-line errors).
+def window_settings(data_cfg: DataConfig | dict[str, Any]) -> tuple[int, int | None]:
+    """``(clips_per_video, frame_stride)`` from the ``data`` config, checked (one-line errors
+    naming the key, :class:`fvc.config.ConfigError`).
 
     ``frame_stride`` null or 0 both mean "spread" and come back as None.
     """
-    clips = data_cfg.get("clips_per_video", 1)
-    if clips is None:
-        clips = 1
-    if isinstance(clips, bool) or not isinstance(clips, int | np.integer) or clips < 1:
-        raise ValueError(f"data.clips_per_video must be an integer >= 1, got {clips!r}")
-    stride = data_cfg.get("frame_stride")
-    if stride is not None and (
-        isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride < 0
-    ):
-        raise ValueError(f"data.frame_stride must be null or an integer >= 0, got {stride!r}")
-    return int(clips), (int(stride) or None) if stride is not None else None
+    view = DataConfig.of(data_cfg, extra=("group_column",))
+    return int(view.clips_per_video), int(view.frame_stride or 0) or None
 
 
 def window_indices(

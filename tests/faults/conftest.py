@@ -7,8 +7,7 @@ import torch
 from faultkit import MODEL, TRAIN, fold_inputs, weights
 
 from bench.synthetic import write_synthetic_inputs
-from fvc.fold_state import FoldOutputs
-from fvc.train import fit_fold
+from fvc.train import FoldOutputs, FoldTarget, fit_fold
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +20,14 @@ def fault_inputs(tmp_path_factory) -> dict:
 def fault_reference(fault_inputs, tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
     """Final and best weights of an uninterrupted in-process run of TRAIN."""
     root = tmp_path_factory.mktemp("fault_ref")
-    fit_fold(fold_inputs(fault_inputs), FoldOutputs.in_dir(root / "out"), 0, MODEL, TRAIN, {},
-             root / "ck", threads=1, device="cpu")  # fmt: skip
+    fit_fold(
+        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
+        fold_inputs(fault_inputs),
+        MODEL,
+        TRAIN,
+        {},
+        root / "ck",
+        threads=1,
+        device="cpu",
+    )
     return weights(root)

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from fvc import checkpoint as ckpt
-from fvc.fold_state import FoldInputs
+from fvc.train import FoldInputs
+from fvc.train import resume as ckpt
 
 MODEL = {"name": "small3d", "dropout": 0.2}
 # 48 train + 48 augmented clips of 8x48x48 -> 24 batches per epoch of ~40 ms each: slow enough

@@ -21,9 +21,8 @@ import torch
 from faultkit import MODEL, Trainer, fold_inputs
 
 from bench.synthetic import write_synthetic_inputs
-from fvc import checkpoint as ckpt
-from fvc.fold_state import FoldOutputs
-from fvc.train import fit_fold
+from fvc.train import FoldOutputs, FoldTarget, fit_fold
+from fvc.train import resume as ckpt
 
 pytestmark = pytest.mark.faults
 
@@ -64,8 +63,17 @@ def test_real_cpu_oom_shrinks_micro_batch_and_matches_a_reduced_start(tmp_path) 
 
     # the same training started at the reduced size: identical maths, identical weights
     ref = tmp_path / "ref"
-    fit_fold(fold_inputs(inputs), FoldOutputs.in_dir(ref / "out"), 0, MODEL, TRAIN, {},
-             ref / "ck", threads=1, micro_batch_size=micro, device="cpu")  # fmt: skip
+    fit_fold(
+        FoldTarget(0, FoldOutputs.in_dir(ref / "out")),
+        fold_inputs(inputs),
+        MODEL,
+        TRAIN,
+        {},
+        ref / "ck",
+        threads=1,
+        micro_batch_size=micro,
+        device="cpu",
+    )
     a = ckpt.load_checkpoint(t.ck / ckpt.LATEST)["model_state"]
     b = ckpt.load_checkpoint(ref / "ck" / ckpt.LATEST)["model_state"]
     for k in a:

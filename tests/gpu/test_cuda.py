@@ -28,14 +28,15 @@ sys.path.insert(0, str(REPO / "src"))
 
 import fvc.train  # noqa: E402
 from bench.synthetic import write_synthetic_inputs  # noqa: E402
-from fvc import checkpoint as ckpt  # noqa: E402
+from fvc.config import ConfigError  # noqa: E402
 from fvc.datasets import input_norm, load_fold  # noqa: E402
 from fvc.devices import pick_device  # noqa: E402
-from fvc.fold_state import FoldInputs, FoldOutputs, new_run  # noqa: E402
 from fvc.memory import MemoryPolicy, memory_stats  # noqa: E402
 from fvc.models import build_model  # noqa: E402
-from fvc.schema import ConfigError  # noqa: E402
-from fvc.step import apply_update, forward_backward  # noqa: E402
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget, state  # noqa: E402
+from fvc.train import resume as ckpt  # noqa: E402
+from fvc.train.state import new_run  # noqa: E402
+from fvc.train.step import apply_update, forward_backward  # noqa: E402
 
 CUDA = torch.device("cuda", 0)
 
@@ -51,9 +52,15 @@ def fold_inputs(p: dict) -> FoldInputs:
 
 def fit(p: dict, root: Path, train: dict) -> dict:
     base = {"epochs": 2, "batch_size": 8, "checkpoint_every_n_batches": 2, "seed": 1}
-    return fvc.train.fit_fold(fold_inputs(p), FoldOutputs.in_dir(root / "out"), 0,
-                              {"name": "small3d"}, {**base, **train}, {}, root / "ck",
-                              device="cuda")  # fmt: skip
+    return fvc.train.fit_fold(
+        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
+        fold_inputs(p),
+        {"name": "small3d"},
+        {**base, **train},
+        {},
+        root / "ck",
+        device="cuda",
+    )
 
 
 def test_device_choice() -> None:
@@ -108,9 +115,9 @@ def test_fp16_oom_in_optimizer_step_stops_then_resumes(inputs, tmp_path, monkeyp
 def test_cuda_rng_and_memory_stats_roundtrip(tmp_path) -> None:
     torch.cuda.manual_seed(5)
     path = tmp_path / "rng.pt"
-    ckpt.save_checkpoint(path, {"format": ckpt.FORMAT, "rng": ckpt.capture_rng()})
+    ckpt.save_checkpoint(path, {"format": state.FORMAT, "rng": state.capture_rng()})
     first = torch.rand(4, device=CUDA)
-    ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
+    state.restore_rng(ckpt.load_checkpoint(path)["rng"])
     assert torch.equal(first, torch.rand(4, device=CUDA))
     stats = memory_stats(CUDA)
     assert {"cuda_allocated_mb", "cuda_reserved_mb", "cuda_peak_mb"} <= set(stats)
@@ -118,7 +125,7 @@ def test_cuda_rng_and_memory_stats_roundtrip(tmp_path) -> None:
 
 def test_background_checkpoint_of_cuda_tensors_is_a_snapshot(tmp_path) -> None:
     live = torch.zeros(4096, 4096, device=CUDA)
-    cp = ckpt.Checkpointer(tmp_path, lambda c: {"format": ckpt.FORMAT, "w": live}, every_s=1)
+    cp = ckpt.Checkpointer(tmp_path, lambda c: {"format": state.FORMAT, "w": live}, every_s=1)
     assert cp.save_background()
     live.add_(1.0)  # queued after the copy on the same stream
     cp.wait()

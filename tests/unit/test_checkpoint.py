@@ -13,19 +13,21 @@ import numpy as np
 import pytest
 import torch
 
-from fvc import checkpoint as ckpt
+from fvc.train import resume as ckpt
+from fvc.train import state
+from fvc.train.stop import StopControl
 
 
 def _state(fp: str = "abc", complete: bool = False, epoch: int = 1, batch: int = 0) -> dict:
     return {
-        "format": ckpt.FORMAT,
+        "format": state.FORMAT,
         "fingerprint": fp,
         "complete": complete,
         "epoch": epoch,
         "batch_in_epoch": batch,
         "model_state": {"w": torch.arange(6.0).view(2, 3)},
         "history": [{"epoch": 1, "val_loss": 0.5}],
-        "rng": ckpt.capture_rng(),
+        "rng": state.capture_rng(),
     }
 
 
@@ -70,13 +72,13 @@ def test_rng_capture_restore_reproduces_all_generators(tmp_path) -> None:
     np.random.seed(2)
     random.seed(3)
     path = tmp_path / "rng.pt"
-    ckpt.save_checkpoint(path, {"format": ckpt.FORMAT, "rng": ckpt.capture_rng()})
+    ckpt.save_checkpoint(path, {"format": state.FORMAT, "rng": state.capture_rng()})
 
     def draw() -> tuple:
         return torch.rand(3), np.random.rand(3), random.random(), torch.nn.Dropout()(torch.ones(8))
 
     first = draw()
-    ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
+    state.restore_rng(ckpt.load_checkpoint(path)["rng"])
     second = draw()
     assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert first[2] == second[2] and torch.equal(first[3], second[3])
@@ -131,7 +133,7 @@ def test_resume_decisions(tmp_path, caplog) -> None:
     ckpt.save_checkpoint(ckpt.epoch_path(d, 1), _state("fp", epoch=1))
     ckpt.save_checkpoint(ckpt.epoch_path(d, 2), _state("fp", epoch=2))
     (d / ckpt.LATEST).write_bytes((d / ckpt.LATEST).read_bytes()[:100])
-    with caplog.at_level(logging.WARNING, logger="fvc.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fvc.train.resume"):
         found = ckpt.choose_resume(d, "fp")
     assert found.source.name == "checkpoint_epoch_2.pt" and found.state["epoch"] == 2
     assert "latest_checkpoint.pt: unreadable" in caplog.text
@@ -151,7 +153,7 @@ def test_resume_decisions(tmp_path, caplog) -> None:
     # a state whose best epoch's checkpoint (the best weights) is gone is not usable
     ckpt.save_checkpoint(ckpt.epoch_path(d, 3), {**_state("other", epoch=3), "best": {"epoch": 3}})
     ckpt.save_checkpoint(d / ckpt.LATEST, {**_state("other", epoch=4), "best": {"epoch": 2}})
-    with caplog.at_level(logging.WARNING, logger="fvc.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fvc.train.resume"):
         found = ckpt.choose_resume(d, "other")
     assert found.source.name == "checkpoint_epoch_3.pt"
     assert "checkpoint_epoch_2.pt (the best weights) is missing" in caplog.text
@@ -160,7 +162,7 @@ def test_resume_decisions(tmp_path, caplog) -> None:
     # newest set-aside folder is kept (and the removal logged)
     for p in d.iterdir():
         p.write_bytes(b"junk")
-    with caplog.at_level(logging.INFO, logger="fvc.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="fvc.train.resume"):
         found = ckpt.choose_resume(d, "other")
     assert found.state is None and "no usable checkpoint" in found.reason
     (kept,) = tmp_path.glob("fold_0.old-*")
@@ -168,18 +170,18 @@ def test_resume_decisions(tmp_path, caplog) -> None:
 
 
 def test_stop_control_time_budget() -> None:
-    assert ckpt.StopControl().reason() is None  # no budget, no signal
+    assert StopControl().reason() is None  # no budget, no signal
     now = time.time()
-    stop = ckpt.StopControl(runtime_min=1.0, margin_s=30, started_at=now - 20)  # 10 s left
+    stop = StopControl(runtime_min=1.0, margin_s=30, started_at=now - 20)  # 10 s left
     assert stop.reason() is None and 0 < stop.deadline - time.time() <= 10
-    late = ckpt.StopControl(runtime_min=1.0, margin_s=30, started_at=now - 31)
+    late = StopControl(runtime_min=1.0, margin_s=30, started_at=now - 31)
     assert "time budget" in late.reason()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_stop_control_signals(sig: signal.Signals) -> None:
     before = signal.getsignal(sig)
-    with ckpt.StopControl() as stop:
+    with StopControl() as stop:
         os.kill(os.getpid(), sig)  # a real signal to this process
         time.sleep(0.01)
         assert stop.reason() == f"received {sig.name}"
@@ -231,7 +233,7 @@ def test_time_cadence_and_failed_background_write(tmp_path, caplog) -> None:
     assert cp.due(1, 10) and not cp.due(10, 10)
     ckpt.save_checkpoint(tmp_path / ckpt.LATEST, _state(epoch=7))
     assert cp.save_background()
-    with caplog.at_level(logging.WARNING, logger="fvc.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="fvc.train.resume"):
         cp.wait()
     assert "background checkpoint write failed" in caplog.text
     assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["epoch"] == 7  # intact

@@ -19,7 +19,6 @@ import torch
 
 import fvc.video as video
 from bench.synthetic import write_synthetic_inputs
-from fvc import checkpoint as ckpt
 from fvc.augment import augment_fold, copy_window
 from fvc.data import (
     METADATA_COLUMNS,
@@ -37,9 +36,9 @@ from fvc.datasets import (
     to_model_input,
     video_scores,
 )
-from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.models import build_model
-from fvc.train import TrainingInterrupted, evaluate, fit_fold
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget, TrainingInterrupted, evaluate, fit_fold
+from fvc.train import resume as ckpt
 from fvc.video import (
     VideoError,
     decode_clip,
@@ -186,10 +185,12 @@ def test_single_window_clips_npy_is_byte_identical_to_the_one_clip_path(
                      ("zero", {"clips_per_video": 1, "frame_stride": 0})]:  # fmt: skip
         _build(metadata, tmp_path / tag, **cfg)
         assert (tmp_path / tag / "clips.npy").read_bytes() == expected, tag
+        # the key of caches written before clips_per_video existed (the workflow's decode
+        # params carried data.resize since before then): they stay valid
+        settings = {"num_frames": 4, "short_videos": "pad", "size": 16, "resize": "letterbox"}
         assert decode_settings({**DATA, **cfg}) == json.dumps(
-            {"decoder": f"av {av.__version__}", "num_frames": 4, "short_videos": "pad", "size": 16},
-            sort_keys=True,
-        )  # the key of caches written before clips_per_video existed: they stay valid
+            {"decoder": f"av {av.__version__}", **settings}, sort_keys=True
+        )
     index = pd.read_parquet(tmp_path / "one" / "clips.parquet")
     assert list(index.columns) == [*METADATA_COLUMNS, "clip_row", "padded"]  # unchanged
 
@@ -288,8 +289,16 @@ def _inputs(inputs: dict, fold: int = 0) -> FoldInputs:
 
 
 def _fit(inputs: dict, root: Path, train: dict | None = None, **kw) -> dict:
-    return fit_fold(_inputs(inputs), FoldOutputs.in_dir(root / "out"), 0, MODEL,
-                    {**BASE, **(train or {})}, {}, root / "ck", threads=1, **kw)  # fmt: skip
+    return fit_fold(
+        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
+        _inputs(inputs),
+        MODEL,
+        {**BASE, **(train or {})},
+        {},
+        root / "ck",
+        threads=1,
+        **kw,
+    )
 
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:

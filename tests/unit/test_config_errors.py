@@ -14,9 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.models import build_model
-from fvc.train import TrainingFailed, fit_fold
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget, TrainingFailed, fit_fold
 
 SMALL = {"name": "small3d", "dropout": 0.0}
 TRAIN = {"epochs": 1, "batch_size": 4, "seed": 0}
@@ -66,7 +65,13 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> FoldInputs:
 
 def _fit(inputs: FoldInputs, root: Path, train: dict, model: dict = SMALL) -> dict:
     return fit_fold(
-        inputs, FoldOutputs.in_dir(root / "out"), 0, model, train, {}, root / "ck", threads=1
+        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
+        inputs,
+        model,
+        train,
+        {},
+        root / "ck",
+        threads=1,
     )
 
 

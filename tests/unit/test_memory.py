@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fvc.memory import (
-    MemoryLog,
-    MemoryPolicy,
-    aggressive_gc,
-    call_with_oom_recovery,
-    is_oom_error,
-    memory_stats,
-)
+from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, is_oom_error, memory_stats
+from fvc.train.step import call_with_oom_recovery
 
 
 @pytest.fixture(autouse=True)
@@ -135,8 +129,8 @@ def test_gc_cadence_counts_full_collections() -> None:
 
 def test_policy_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match=r"memory: unknown key.*gc_evry"):
-        MemoryPolicy.from_config({"gc_evry": 3})
-    assert MemoryPolicy.from_config({"min_batch_size": 2}).min_batch_size == 2
+        MemoryPolicy.of({"gc_evry": 3})
+    assert MemoryPolicy.of({"min_batch_size": 2}).min_batch_size == 2
 
 
 def test_memory_stats_and_timeline(tmp_path) -> None:

@@ -30,7 +30,7 @@ def test_torchvision_models_build_offline_with_two_logits(name: str) -> None:
 
 
 def test_unknown_model_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'resnet50'.*small3d, r3d_18, mc3_18"):
+    with pytest.raises(ValueError, match=r"model.name: 'resnet50' is not one of .*small3d.*r3d_18.*mc3_18"):
         build_model({"name": "resnet50"})
 
 
@@ -75,8 +75,9 @@ def test_a_small3d_fold_does_not_import_torchvision() -> None:
     no use for it (a fresh interpreter: this one imported torchvision above)."""
     code = (
         "import sys, fvc.train, fvc.predict\n"
-        "from fvc.checkpoint import library_versions\n"
-        "from fvc.models import build_model, param_groups\n"
+        "from fvc.train.state import library_versions\n"
+        "from fvc.models import build_model\n"
+        "from fvc.train.optim import param_groups\n"
         "m = build_model({'name': 'small3d'})\n"
         "param_groups(m, {'lr': 0.1, 'backbone_lr_scale': 0.5})\n"
         "assert library_versions()['torchvision']\n"

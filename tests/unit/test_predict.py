@@ -19,7 +19,6 @@ import torch
 
 from bench.synthetic import write_synthetic_inputs
 from fvc.data import build_clip_cache
-from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.formats import DataError, read_metadata_source
 from fvc.metrics import binary_metrics
 from fvc.models import build_model, input_normalization
@@ -35,7 +34,7 @@ from fvc.predict import (
     score,
     set_spec,
 )
-from fvc.train import fit_fold
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget, fit_fold
 from tests.conftest import write_video
 
 DATA = {"num_frames": 4, "size": 16, "short_videos": "pad", "resize": "letterbox",
@@ -51,9 +50,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inputs = write_synthetic_inputs(root, n_videos=16, frames=4, size=16, n_folds=2)
     for k in (0, 1):
         fit_fold(
+            FoldTarget(k, FoldOutputs.in_dir(root / f"fold_{k}")),
             FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][k]),
-            FoldOutputs.in_dir(root / f"fold_{k}"),
-            k,
             {"name": "small3d", "dropout": 0.2},
             {"epochs": 1, "batch_size": 4, "seed": 3},
             {},

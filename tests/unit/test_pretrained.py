@@ -22,9 +22,7 @@ import torch
 from torchvision.models import video as tv_video
 
 from bench.synthetic import write_synthetic_inputs
-from fvc import checkpoint as ckpt
 from fvc.datasets import MEAN, STD, input_norm, to_model_input
-from fvc.fold_state import FoldInputs, FoldOutputs, make_scheduler, new_run
 from fvc.memory import MemoryPolicy
 from fvc.models import (
     WeightsError,
@@ -33,13 +31,14 @@ from fvc.models import (
     build_model,
     fetch_weights,
     input_normalization,
-    lr_factor,
-    param_groups,
     set_backbone_frozen,
     torchvision_weights,
     weights_cache_path,
 )
-from fvc.train import TrainingInterrupted, fit_fold, run_fold
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget, TrainingInterrupted, fit_fold, run_fold
+from fvc.train import resume as ckpt
+from fvc.train.optim import lr_factor, make_scheduler, param_groups
+from fvc.train.state import new_run
 
 R3D_URL = "https://download.pytorch.org/models/r3d_18-b3b3357e.pth"
 R3D_FILE = "r3d_18-b3b3357e.pth"
@@ -158,9 +157,8 @@ def test_offline_fold_stops_at_start_with_one_line_and_writes_nothing(
     out, ck = tmp_path / "out", tmp_path / "ck"
     with caplog.at_level(logging.INFO):
         status = run_fold(
+            FoldTarget(0, FoldOutputs.in_dir(out)),
             fold_files(inputs),
-            FoldOutputs.in_dir(out),
-            0,
             {"name": "r3d_18", "weights": "KINETICS400_V1"},
             {"epochs": 1, "batch_size": 4},
             {},
@@ -182,9 +180,14 @@ def test_fold_trains_from_cached_torchvision_weights(torch_home, inputs, tmp_pat
     cfg = {"name": "r3d_18", "weights": "KINETICS400_V1", "dropout": 0.0}
     train = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "freeze_backbone_epochs": 1}
     metrics = fit_fold(
-        fold_files(inputs), FoldOutputs.in_dir(tmp_path / "out"), 0, cfg, train, {},
-        tmp_path / "ck", threads=1,
-    )  # fmt: skip
+        FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out")),
+        fold_files(inputs),
+        cfg,
+        train,
+        {},
+        tmp_path / "ck",
+        threads=1,
+    )
     assert metrics["epochs_trained"] == 1
     best = torch.load(tmp_path / "out" / "best_model.pt", weights_only=True)
     assert best["model"]["weights"] == "KINETICS400_V1"
@@ -207,10 +210,15 @@ def small3d_weights(tmp_path: Path) -> tuple[str, dict[str, torch.Tensor]]:
 
 def fit(inputs: dict, root: Path, model: dict, train: dict, **kw) -> dict:
     return fit_fold(
-        fold_files(inputs), FoldOutputs.in_dir(root / "out"), 0, model,
-        {"batch_size": 4, "seed": 1, "checkpoint_every_n_batches": 2, **train}, {},
-        root / "ck", threads=1, **kw,
-    )  # fmt: skip
+        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
+        fold_files(inputs),
+        model,
+        {"batch_size": 4, "seed": 1, "checkpoint_every_n_batches": 2, **train},
+        {},
+        root / "ck",
+        threads=1,
+        **kw,
+    )
 
 
 def params_of(state: dict[str, torch.Tensor], head: bool) -> dict[str, torch.Tensor]:
@@ -241,7 +249,7 @@ def test_backbone_lr_is_lr_times_scale_and_off_is_one_group() -> None:
           "class_weights": "none", "scheduler": "cosine", "epochs": 3}  # fmt: skip
     labels = np.array([0, 1])
     run = new_run(model, {**tc, "backbone_lr_scale": 0.1}, torch.device("cpu"), labels,
-                  MemoryPolicy.from_config({}), None, input_norm("cpu"))  # fmt: skip
+                  MemoryPolicy.of({}), None, input_norm("cpu"))  # fmt: skip
     head, backbone = run.optimizer.param_groups
     assert head["lr"] == pytest.approx(0.01) and backbone["lr"] == pytest.approx(0.001)
     assert {id(p) for p in head["params"]} == {id(p) for p in model.fc.parameters()}

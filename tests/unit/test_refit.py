@@ -18,13 +18,12 @@ import pytest
 import torch
 
 from bench.synthetic import write_synthetic_inputs
-from fvc import checkpoint as ckpt
 from fvc.augment import augment_fold
 from fvc.datasets import load_fold
-from fvc.fold_state import FinalOutputs, FoldInputs, FoldOutputs
 from fvc.models import build_model
 from fvc.refit import RefitError, fold_best_epochs, refit, refit_epochs
-from fvc.train import EXIT_RESUMABLE, fit_fold
+from fvc.train import EXIT_RESUMABLE, FinalOutputs, FoldInputs, FoldOutputs, FoldTarget, fit_fold
+from fvc.train import resume as ckpt
 
 MODEL = {"name": "small3d", "dropout": 0.2}
 # cosine over 4 epochs: the final model (2 epochs) must still train with the folds' rates
@@ -164,10 +163,12 @@ def test_final_model_is_the_last_epoch_in_best_model_layout(inputs, reference) -
 def test_the_lr_schedule_spans_train_epochs(inputs, reference, tmp_path) -> None:
     # epoch e of the final model trains at the rate epoch e of a fold trained at
     hist = pd.read_csv(reference / "final" / "history.csv")
+    fold_inputs = FoldInputs(
+        inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][0]
+    )
     fit_fold(
-        FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][0]),
-        FoldOutputs.in_dir(tmp_path / "out"), 0, MODEL, TRAIN, {}, tmp_path / "ck", threads=1,
-        device="cpu",
+        FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out")), fold_inputs, MODEL, TRAIN, {},
+        tmp_path / "ck", threads=1, device="cpu",
     )  # fmt: skip
     fold_hist = pd.read_csv(tmp_path / "out" / "history.csv")
     assert len(fold_hist) == 4
@@ -194,11 +195,11 @@ _KILLED_RUN = textwrap.dedent(
     from pathlib import Path
     import fvc.train
     from tests.unit import test_refit as t
-    step = fvc.train.robust_step
+    step = fvc.train.loop.robust_step
     def slow_step(*args, **kwargs):  # same maths, slow enough to be killed mid-epoch
         time.sleep(0.05)
         return step(*args, **kwargs)
-    fvc.train.robust_step = slow_step
+    fvc.train.loop.robust_step = slow_step
     inputs, root = json.loads(sys.argv[1]), Path(sys.argv[2])
     sys.exit(t.run_refit(inputs, root))
     """

@@ -79,7 +79,8 @@ def test_aggregate_mean_std_and_summary(tmp_path) -> None:
 def test_new_metrics_per_fold_pooled_and_with_intervals(tmp_path) -> None:
     rng = np.random.default_rng(4)
     files = [_fold_files(tmp_path, k, rng) for k in range(3)]
-    summary = _aggregate(tmp_path, files, _splits(tmp_path, files), threshold="youden")
+    splits = _splits(tmp_path, files)
+    summary = _aggregate(tmp_path, files, splits, threshold="youden", group_column=None)
     stats = pd.read_feather(tmp_path / "kfold_results.feather").set_index("fold")
     preds = pd.concat([pd.read_parquet(f[1]) for f in files], ignore_index=True)
     for k in range(3):

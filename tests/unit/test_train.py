@@ -17,10 +17,10 @@ import yaml
 
 import fvc
 import fvc.cli
-import fvc.fold_state
 import fvc.train
+import fvc.train.loop
 from bench.synthetic import write_synthetic_inputs
-from fvc import checkpoint as ckpt
+from fvc.config import SCHEMA_PATH, ModelConfig, TrainConfig
 from fvc.datasets import (
     class_weights,
     epoch_batches,
@@ -28,14 +28,21 @@ from fvc.datasets import (
     load_fold,
     to_model_input,
 )
-from fvc.fold_state import FoldInputs, FoldOutputs, Position, Run
 from fvc.memory import MemoryLog, MemoryPolicy
 from fvc.metrics import METRIC_NAMES
 from fvc.models import build_model
-from fvc.step import apply_update, forward_backward
-from fvc.train import TrainingFailed, TrainingInterrupted, fit_fold
-
-SCHEMA_PATH = "workflow/schemas/config.schema.yaml"
+from fvc.train import (
+    FoldInputs,
+    FoldOutputs,
+    FoldTarget,
+    TrainingFailed,
+    TrainingInterrupted,
+    fit_fold,
+)
+from fvc.train import resume as ckpt
+from fvc.train.publish import HISTORY_COLUMNS
+from fvc.train.state import Position, Run
+from fvc.train.step import apply_update, forward_backward
 
 
 def train_step(run, x, y, micro):
@@ -64,9 +71,8 @@ def fit(inputs: dict, root: Path, train: dict | None = None, **kw) -> dict:
     """
     model = kw.pop("model", {"name": "small3d", "dropout": 0.2})
     return fit_fold(
+        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
         fold_inputs(inputs),
-        FoldOutputs.in_dir(root / "out"),
-        0,
         model,
         {**BASE, **(train or {})},
         kw.pop("memory", {}),
@@ -183,7 +189,7 @@ def test_outputs_follow_the_artifact_contract(inputs, reference) -> None:
     assert list(pred.columns) == ["video_id", "path", "label", "prob_fake", "pred", "fold"]
     assert len(pred) == metrics["n_val"] and pred["prob_fake"].between(0, 1).all()
     hist = pd.read_csv(out / "history.csv")
-    assert list(hist.columns) == fvc.fold_state.HISTORY_COLUMNS and hist["epoch"].tolist() == [
+    assert list(hist.columns) == list(HISTORY_COLUMNS) and hist["epoch"].tolist() == [
         1,
         2,
         3,
@@ -256,7 +262,7 @@ def oom_model(limit: int, training: bool = True):
 
 def test_injected_oom_shrinks_micro_batch_like_a_reduced_start(inputs, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
-        m.setattr(fvc.train, "build_model", oom_model(limit=2))
+        m.setattr(fvc.train.loop, "build_model", oom_model(limit=2))
         fit(inputs, tmp_path / "oom")
     fit(inputs, tmp_path / "small", micro_batch_size=2)
     assert_same_weights(final_weights(tmp_path / "oom"), final_weights(tmp_path / "small"))
@@ -270,15 +276,16 @@ def test_injected_oom_shrinks_micro_batch_like_a_reduced_start(inputs, tmp_path,
 
 
 def test_evaluation_halves_its_batch_on_oom(inputs, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(fvc.train, "build_model", oom_model(limit=1, training=False))
+    monkeypatch.setattr(fvc.train.loop, "build_model", oom_model(limit=1, training=False))
     metrics = fit(inputs, tmp_path, {"epochs": 1})
     assert metrics["n_val"] == 12
     events = [json.loads(x) for x in (tmp_path / "out/memory.jsonl").read_text().splitlines()]
-    assert [e["eval_batch_size"] for e in events if e["event"] == "eval_oom"] == [2, 1]
+    sizes = [e["eval_batch_size"] for e in events if e["event"] == "eval_batch_size"]
+    assert sizes == [2, 1]
 
 
 def test_fold_fails_when_too_many_batches_are_skipped(inputs, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(fvc.train, "build_model", oom_model(limit=0))
+    monkeypatch.setattr(fvc.train.loop, "build_model", oom_model(limit=0))
     with pytest.raises(TrainingFailed, match=r"6 of 6 batches skipped .*max_skip_fraction 0.1"):
         fit(inputs, tmp_path, memory={"max_oom_retries": 0, "min_batch_size": 2})
     assert not (tmp_path / "out" / "metrics.json").exists()
@@ -385,16 +392,16 @@ def test_loader_workers_do_not_change_the_result(inputs, tmp_path) -> None:
 
 
 def test_defaults_come_from_the_config_schema() -> None:
-    schema = yaml.safe_load((Path(fvc.__file__).parents[2] / SCHEMA_PATH).read_text())
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
     props = schema["properties"]
-    model, train = fvc.fold_state.fold_config(None, None)
-    assert train == {k: p["default"] for k, p in props["train"]["properties"].items()
-                     if "default" in p}  # fmt: skip
+    model, train = ModelConfig.of(None).as_dict(), TrainConfig.of(None).as_dict()
+    defaults = {k: p["default"] for k, p in props["train"]["properties"].items() if "default" in p}
+    assert train == defaults
     assert model == {k: p["default"] for k, p in props["model"]["properties"].items()}
     memory = {k: p["default"] for k, p in props["memory"]["properties"].items()}
     assert dataclasses.asdict(MemoryPolicy()) == memory
     with pytest.raises(ValueError, match=r"train.seed: -1 must be >= 0"):
-        fvc.fold_state.fold_config(None, {"seed": -1})
+        TrainConfig.of({"seed": -1})
 
 
 def test_bad_config_and_cli_help(inputs, tmp_path, capsys) -> None:
@@ -470,7 +477,7 @@ def test_fp16_oom_after_batchnorm_and_dropout_ran_is_rolled_back_exactly(
         model.head.register_forward_pre_hook(lambda m, a: fail() if m.training else None)
         return model
 
-    monkeypatch.setattr(fvc.train, "build_model", build)
+    monkeypatch.setattr(fvc.train.loop, "build_model", build)
     fit(inputs, tmp_path, FP16)
     events = [json.loads(x) for x in (tmp_path / "out/memory.jsonl").read_text().splitlines()]
     assert [
@@ -534,8 +541,8 @@ def test_use_amp_still_works_and_names_train_precision(inputs, tmp_path, caplog)
 def test_cuda_without_a_gpu_is_a_one_line_error(inputs, tmp_path, caplog) -> None:
     with pytest.raises(ValueError, match=r"^train.device: 'cuda:1' asked for, but no CUDA dev"):
         fit(inputs, tmp_path, {"device": "cuda:1"}, device=None)
-    args = (fold_inputs(inputs), FoldOutputs.in_dir(tmp_path / "out"), 0, None,
-            {**BASE, "device": "cuda"}, None, tmp_path / "ck")  # fmt: skip
+    target = FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out"))
+    args = (target, fold_inputs(inputs), None, {**BASE, "device": "cuda"}, None, tmp_path / "ck")
     with caplog.at_level(logging.ERROR):
         assert fvc.train.run_fold(*args) == 2
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

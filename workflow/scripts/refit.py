@@ -11,9 +11,9 @@ Snakemake's retry resumes; 2 with one log line when a fold's metrics.json is unu
 
 import sys
 
-from fvc.fold_state import FinalOutputs
 from fvc.log import setup_logging
 from fvc.refit import refit
+from fvc.train import FinalOutputs
 
 setup_logging(snakemake.log[0])
 i, o, p, cfg = snakemake.input, snakemake.output, snakemake.params, snakemake.config

@@ -10,17 +10,17 @@ train.time_margin_s) with a checkpoint written, so Snakemake's retry resumes the
 
 import sys
 
-from fvc.fold_state import FoldInputs, FoldOutputs
 from fvc.log import setup_logging
-from fvc.train import run_fold
+from fvc.train import FoldInputs, FoldOutputs, FoldTarget, run_fold
 
 setup_logging(snakemake.log[0])
 i, o, p, cfg = snakemake.input, snakemake.output, snakemake.params, snakemake.config
 sys.exit(
     run_fold(
+        FoldTarget(
+            int(p.fold), FoldOutputs(o.metrics, o.predictions, o.history, o.model, o.memory_log)
+        ),
         FoldInputs(i.clips, i.index, i.splits, i.aug_clips, i.aug_manifest),
-        FoldOutputs(o.metrics, o.predictions, o.history, o.model, o.memory_log),
-        int(p.fold),
         dict(p.model),
         {**cfg["train"], **p.train},
         {**cfg["memory"], **p.memory},

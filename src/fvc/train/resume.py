@@ -1,50 +1,44 @@
-"""Resume state of one fold: atomic checkpoint files, fingerprints, the resume decision, stopping.
+"""Resume: checkpoint files, the fingerprint a resume must match, the resume decision, and the
+background writer.
 
-The directory ``runs/<exp>/checkpoints/fold_<k>/`` is deliberately *not* a Snakemake output:
-Snakemake deletes a failed job's outputs before retrying it, which would throw the resume state
-away. It holds ``latest_checkpoint.pt`` and ``checkpoint_epoch_<e>.pt`` (the last few, plus
-the best epoch's, which holds the best weights: they are stored once), each written to a
-temporary file, fsynced and renamed (``fvc.io``) so a kill never leaves a half-written file under
-a final name, and read with ``torch.load(weights_only=True)`` (so the payload holds only tensors
-and plain Python values). :class:`Checkpointer` writes the periodic ones in a background thread.
-
-Stopping early on purpose (SIGTERM/SIGUSR1 from SLURM, or the job's own time budget running
-out) is decided by :class:`StopControl`; the training loop polls it between steps.
+A run's checkpoint directory (``runs/<exp>/checkpoints/fold_<k>/``, ``.../final/``) is
+deliberately *not* a Snakemake output: Snakemake deletes a failed job's outputs before retrying
+it, which would throw the resume state away. It holds ``latest_checkpoint.pt`` and
+``checkpoint_epoch_<e>.pt`` (the last few, plus the best epoch's, which holds the best weights:
+they are stored once), each written to a temporary file, fsynced and renamed (``fvc.io``) so a
+kill never leaves a half-written file under a final name, and read with
+``torch.load(weights_only=True)`` (so the payload holds only tensors and plain Python values).
+:class:`Checkpointer` writes the periodic ones in a background thread. What goes into a
+checkpoint is :func:`fvc.train.state.make_checkpoint`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import random
 import re
 import shutil
-import signal
-import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 
+from fvc.config import operational_keys
 from fvc.io import atomic_path
-from fvc.schema import operational_keys
+from fvc.train.state import FORMAT
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: no second copy of the best weights (the best epoch's checkpoint is kept)
 LATEST = "latest_checkpoint.pt"
 EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
 TIMELINE = "memory.jsonl"
-#: train keys that change how a job runs, not the trained weights (``x-operational`` in the schema)
-OPERATIONAL_TRAIN_KEYS = operational_keys("train")
 
 
 class CheckpointError(RuntimeError):
@@ -133,64 +127,27 @@ def file_digest(path: str | os.PathLike[str], full_limit: int = 64 << 20) -> str
 
 
 def fingerprint(
-    fold: int,
+    stream: int,
     model_cfg: dict[str, Any],
     train_cfg: dict[str, Any],
     inputs: dict[str, str | os.PathLike[str]],
 ) -> str:
-    """Identity of what a fold's training computes: a resume is only valid under the same one.
+    """Identity of what a run computes: a resume is only valid under the same one.
 
-    Covers the fold, the model and training configuration (without keys that only change how
-    state is saved) and the content of the input files. ``memory:`` settings are left out: they
-    change how batches are computed, not what is computed.
+    Covers the run's random stream (the fold, or the final model's), the model and training
+    configuration (without keys that only change how state is saved) and the content of the
+    input files. ``memory:`` settings are left out: they change how batches are computed, not
+    what is computed. (The payload's key is ``fold`` for every stream: checkpoints written
+    before targets existed keep resuming.)
     """
     payload = {
         "format": FORMAT,
-        "fold": int(fold),
+        "fold": int(stream),
         "model": model_cfg,
-        "train": {k: v for k, v in sorted(train_cfg.items()) if k not in OPERATIONAL_TRAIN_KEYS},
+        "train": {k: v for k, v in sorted(train_cfg.items()) if k not in operational_keys("train")},
         "inputs": {name: file_digest(p) for name, p in sorted(inputs.items())},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def library_versions() -> dict[str, str]:
-    import fvc
-
-    # str(): torch.__version__ is a TorchVersion, which weights_only loading refuses; the
-    # installed torchvision's version from its metadata, so a small3d job never imports it
-    return {
-        "python": sys.version.split()[0],
-        "torch": str(torch.__version__),
-        "torchvision": importlib.metadata.version("torchvision"),
-        "numpy": str(np.__version__),
-        "fvc": str(fvc.__version__),
-    }
-
-
-# ---------------------------------------------------------------- RNG state
-
-
-def capture_rng() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy-global and python RNG states as weights_only-loadable values."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(cuda),
-        "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 # ---------------------------------------------------------------- resume decision
@@ -294,69 +251,6 @@ def _check_usable(d: Path, path: Path, state: dict[str, Any], validate: Any) -> 
             raise CheckpointError(f"{path}: unusable checkpoint ({exc})") from exc
 
 
-# ---------------------------------------------------------------- stopping on purpose
-
-
-class StopControl:
-    """Stop requests: SIGTERM/SIGUSR1 (SLURM's warning signals) and the job's time budget.
-
-    The handler only sets a flag: the training loop finishes the current step, writes a
-    checkpoint and exits non-zero, so the retried job resumes where this one stopped.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(
-        self,
-        runtime_min: float | None = None,
-        margin_s: float = 120.0,
-        started_at: float | None = None,
-    ):
-        # default: this process's start (the job's budget includes imports and set-up)
-        self.started_at = psutil.Process().create_time() if started_at is None else started_at
-        self.deadline: float | None = None
-        if runtime_min:
-            self.deadline = self.started_at + 60.0 * float(runtime_min) - float(margin_s)
-            left = self.deadline - time.time()
-            log.info(
-                "time budget: runtime %.1f min, margin %.0f s -> checkpoint and stop in %.0f s",
-                runtime_min,
-                margin_s,
-                left,
-            )
-            if left <= 0:
-                log.warning(
-                    "runtime %.1f min minus train.time_margin_s %.0f s leaves no training "
-                    "time: each attempt trains one step; raise the runtime or lower the margin",
-                    runtime_min,
-                    margin_s,
-                )
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> StopControl:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def reason(self) -> str | None:
-        """Why training must stop now, or None."""
-        if self.signal_name:
-            return f"received {self.signal_name}"
-        if self.deadline is not None and time.time() >= self.deadline:
-            return "time budget (resources.runtime minus train.time_margin_s) used up"
-        return None
-
-
 # ---------------------------------------------------------------- writing on a cadence
 
 
@@ -390,7 +284,7 @@ class Checkpointer:
     def __init__(
         self,
         ckpt_dir: str | os.PathLike[str],
-        make_state: Any,  # (complete: bool) -> the checkpoint dict with live tensors
+        make_state: Callable[[bool], dict[str, Any]],  # the dict with live tensors
         every_n_batches: int = 0,
         every_s: float = 0.0,
     ) -> None:

@@ -1,4 +1,4 @@
-"""One optimizer step of a fold, made robust to out-of-memory errors.
+"""One optimizer step, made robust to out-of-memory errors, and the ONE OOM-halving policy.
 
 A step has two parts with different answers to an OOM:
 
@@ -6,46 +6,41 @@ A step has two parts with different answers to an OOM:
    weights) changes only gradients, BatchNorm running statistics and the RNG. An OOM there is
    undone by a rollback of exactly those, and :func:`robust_step` retries, then halves the
    micro-batch down to ``memory.min_batch_size``, then skips the batch
-   (:func:`fvc.memory.call_with_oom_recovery`).
+   (:func:`call_with_oom_recovery`, the policy evaluation and prediction use too).
 2. :func:`apply_update` (``GradScaler.unscale_``/``step``/``update`` or ``optimizer.step``)
    changes weights, optimizer moments and the loss scale in place, tensor by tensor (a foreach
    AdamW updates weights before it allocates its temporaries). An OOM there leaves a state
    that no cheap rollback restores, so it is **never retried**: :class:`StepStateLost` stops the
-   fold without writing that state, and the rerun resumes from the last checkpoint, which
+   run without writing that state, and the rerun resumes from the last checkpoint, which
    holds a consistent state. Restoring the exact pre-step state instead would need a copy of
    weights, optimizer and scaler before every step (3x the model in memory, or a
    device-to-host copy per step) to guard against a rare event that, on a rerun, costs at most
    ``train.checkpoint_every_s`` of training.
 
-The epoch loop is :mod:`fvc.train`.
+The epoch loop is :mod:`fvc.train.loop`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fvc.datasets import to_model_input
-from fvc.fold_state import Run
-from fvc.memory import call_with_oom_recovery, error_line, is_oom_error
+from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
+from fvc.train.precision import autocast
+from fvc.train.state import Run
 
-log = logging.getLogger("fvc.train")  # one logger name for the whole training of a fold
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StepStateLost(RuntimeError):
     """Out of memory inside the optimizer/scaler update: weights may be half-updated."""
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast to bf16 or fp16 for ``precision`` (resolved, not ``auto``); ``off``: nothing."""
-    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision != "off")
 
 
 def forward_backward(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> torch.Tensor:
@@ -159,3 +154,65 @@ def robust_step(
         return None
     apply_update(run)
     return loss
+
+
+def call_with_oom_recovery(
+    attempt: Callable[[int], T],
+    micro: int,
+    policy: MemoryPolicy,
+    rollback: Callable[[], None] | None = None,
+    memlog: MemoryLog | None = None,
+    where: dict[str, Any] | None = None,
+    phase: str = "",
+    size_key: str = "micro_batch_size",
+) -> tuple[T | None, int]:
+    """Run ``attempt(micro)`` under the OOM policy; returns ``(result, micro)``.
+
+    On an out-of-memory error: ``rollback()`` (undo the failed attempt's side effects), collect
+    garbage outside the ``except`` block (its traceback pins the failed tensors), log memory
+    statistics, retry up to ``policy.max_oom_retries`` times, then halve ``micro`` (not below
+    ``policy.min_batch_size``) and start over. When even the minimum fails, return
+    ``(None, micro)``: the caller skips that piece of work and counts it, or fails.
+
+    ``phase`` prefixes the memory-log events (``oom``, ``retry``, ``batch_size``, ``skip``):
+    training's have none, evaluation's are ``eval_oom``, ``eval_retry``, ``eval_batch_size``
+    (evaluation never skips: its caller fails instead); ``size_key`` names the size field.
+    """
+    where = where or {}
+    tries = 0
+    what = f"{phase} batch" if phase else "micro-batch"
+    prefix = f"{phase}_" if phase else ""
+
+    def event(name: str, **fields: Any) -> None:
+        if memlog is not None:
+            memlog.event(prefix + name, **fields, **where)
+
+    while True:
+        error = None
+        try:
+            return attempt(micro), micro
+        except Exception as exc:
+            if not is_oom_error(exc):
+                raise
+            error = error_line(exc)
+        if rollback is not None:
+            rollback()
+        aggressive_gc()
+        event("oom", error=error, **{size_key: micro})
+        log.warning("out of memory at %s, %s %d: %s", where, what, micro, error)
+        tries += 1
+        if tries <= policy.max_oom_retries:
+            event("retry", attempt=tries, **{size_key: micro})
+            continue
+        if micro > policy.min_batch_size:
+            old, micro, tries = micro, max(policy.min_batch_size, micro // 2), 0
+            event("batch_size", old=old, **{size_key: micro})
+            keeps = "" if phase else " (gradient accumulation keeps the batch)"
+            log.warning("%s %d -> %d%s", what, old, micro, keeps)
+            continue
+        if phase:
+            log.error("out of memory at %s at the minimum %s %d", where, what, micro)
+        else:
+            event("skip", **{size_key: micro})
+            log.error("skipping the batch at %s: out of memory at the minimum micro-batch", where)
+        return None, micro
