@@ -94,24 +94,60 @@ def eer_point(
 ) -> tuple[float, float]:
     """Equal error rate and its threshold: where the false positive and false negative rates meet.
 
-    On the ROC curve's steps the two rates rarely meet exactly; the EER is the mean of both rates
-    at the threshold where they are closest (the usual convention in face-forgery papers), and the
-    threshold is that point's score, capped at 1 (sklearn's first threshold is infinity, "never
-    positive"). NaN for both when only one class is present.
+    The candidate thresholds are every distinct score ``t`` (fake when P(fake) >= t) and one above
+    the top score (nothing flagged); tied scores are one candidate, as no threshold parts them.
+    Both rates are step functions of ``t`` and rarely meet exactly, so the EER is taken at the
+    candidate where |FPR - FNR| is smallest, as the mean of the two rates there. This is the
+    definition of the ASVspoof challenges' reference ``compute_eer`` and of the ``roc_curve`` +
+    ``argmin |fnr - fpr|`` recipe common in deepfake-detection code; the mean, rather than either
+    rate alone, does not favour one error.
+
+    Every candidate is examined: ``sklearn.metrics.roc_curve`` by default drops the points on
+    straight parts of the curve (``drop_intermediate``), the candidate closest to equal error
+    often lies on one, and skipping it moves both the EER and the decision threshold taken from
+    it (``cv.threshold: eer``).
+
+    FNR - FPR falls strictly from one candidate to the next, so at most two are closest: the last
+    with FNR > FPR and the first with FNR < FPR. Their distances are compared exactly (in counts,
+    not in rounded rates), so the choice never hinges on float rounding, and a tie goes to the
+    higher threshold (fewer videos flagged as fake; also what ``argmin`` over ``roc_curve``'s
+    descending thresholds picks). The threshold is the chosen candidate's score, capped at 1 for
+    the one above the top score (closest only when all scores are equal). NaN for both when only
+    one class is present: the missing class has no error rate.
     """
     y, p = _check(y_true, prob_positive)
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
-    fpr, tpr, thresholds = roc_curve(y, p)
-    fnr = 1.0 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    return float((fpr[i] + fnr[i]) / 2), float(min(thresholds[i], 1.0))
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (real) or 1 (fake), got {sorted(set(y.tolist()))}")
+    if not np.isfinite(p).all():
+        raise ValueError("probabilities must be finite")
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], y[order]
+    # Position of the last video of each run of equal scores: the cut at that score flags it and
+    # everything above it.
+    last = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p) - 1]
+    tp = np.r_[0, np.cumsum(y_sorted)[last]]
+    fp = np.r_[0, last + 1] - tp
+    fn = n_pos - tp
+    thresholds = np.r_[np.inf, p_sorted[last]]
+    # |FN/P - FP/N| times P*N: integers, so equal distances compare equal.
+    i = int(np.argmin(np.abs(fn * n_neg - fp * n_pos)))
+    eer = (fp[i] / n_neg + fn[i] / n_pos) / 2
+    return float(eer), float(min(thresholds[i], 1.0))
 
 
 def youden_threshold(
     y_true: Sequence[int] | np.ndarray, prob_positive: Sequence[float] | np.ndarray
 ) -> float:
-    """Threshold maximising Youden's J = TPR - FPR (NaN with one class)."""
+    """Threshold maximising Youden's J = TPR - FPR (NaN with one class).
+
+    ``roc_curve``'s default ``drop_intermediate`` is harmless here, unlike for the EER: a dropped
+    point lies midway between its two neighbours, where J is their mean, so it never holds a
+    larger J than the points kept, and the first point reaching the largest J is always kept.
+    """
     y, p = _check(y_true, prob_positive)
     if len(np.unique(y)) < 2:
         return math.nan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -28,6 +29,116 @@ def test_eer_of_a_hand_computed_case() -> None:
     assert thr == pytest.approx(0.5)
     m = binary_metrics(y, p, thr)
     assert (m["fp"], m["fn"]) == (1, 1)
+
+
+def _cuts(y: list[int], p: list[float]) -> list[tuple[float, Fraction, Fraction]]:
+    """(threshold, FPR, FNR) of "fake when p >= threshold", from strictest to most lenient: one
+    cut above every score, then one at each distinct score. Exact fractions, counted one by one.
+    """
+    n_pos = sum(1 for label in y if label == 1)
+    n_neg = len(y) - n_pos
+    out = []
+    for t in [math.inf, *sorted(set(p), reverse=True)]:
+        fp = sum(1 for label, s in zip(y, p, strict=True) if label == 0 and s >= t)
+        fn = sum(1 for label, s in zip(y, p, strict=True) if label == 1 and s < t)
+        out.append((t, Fraction(fp, n_neg), Fraction(fn, n_pos)))
+    return out
+
+
+def _brute_force_eer(y: list[int], p: list[float]) -> tuple[float, float]:
+    """The cut with the smallest |FPR - FNR| (the first, i.e. highest threshold, on a tie), its
+    mean error and threshold (capped at 1 for the cut above every score).
+    """
+    best = None
+    for t, fpr, fnr in _cuts(y, p):
+        if best is None or abs(fpr - fnr) < best[0]:
+            best = (abs(fpr - fnr), (fpr + fnr) / 2, min(t, 1.0))
+    return float(best[1]), best[2]
+
+
+def _random_sets(n_sets: int, seed: int):
+    """Labelled score sets of 2 to 60 videos with both classes: continuous scores, scores on a
+    coarse grid (many ties) and imbalanced classes.
+    """
+    rng = np.random.default_rng(seed)
+    made = 0
+    while made < n_sets:
+        n = int(rng.integers(2, 61))
+        y = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(int)
+        if y.min() == y.max():
+            continue
+        p = np.clip(rng.uniform(0, 0.5) * y + rng.random(n) * 0.7, 0, 1)
+        if made % 3 == 1:
+            p = np.round(p * 10) / 10
+        made += 1
+        yield y.tolist(), p.tolist()
+
+
+def test_eer_matches_a_brute_force_sweep_over_every_threshold() -> None:
+    """sklearn's default ROC curve drops the points on its straight parts, and the cut closest
+    to equal error is often one of them: checked against every cut, counted by hand.
+    """
+    for y, p in _random_sets(300, seed=4):
+        eer, thr = eer_point(y, p)
+        want_eer, want_thr = _brute_force_eer(y, p)
+        assert eer == pytest.approx(want_eer, abs=1e-12), (y, p)
+        assert thr == want_thr, (y, p)
+
+
+def test_eer_on_a_straight_part_of_the_roc_curve() -> None:
+    # Sorted scores: f f r f f f f r r r (6 fakes, 4 reals). Fake when p >= 0.617 flags 4 fakes
+    # and 1 real: FPR 1/4, FNR 2/6, 1/12 apart. At 0.533 (FPR 1/4, FNR 1/6) they are 1/12 apart
+    # too and the higher threshold is kept. Both cuts lie on the ROC curve's vertical segment
+    # from (1/4, 2/6) to (1/4, 1), whose inner points roc_curve drops by default; its end at 0.45
+    # (FPR 1/4, FNR 0, 1/4 apart) would give EER 1/8.
+    y = [1, 1, 0, 1, 1, 1, 1, 0, 0, 0]
+    p = np.linspace(0.95, 0.2, 10)
+    eer, thr = eer_point(y, p)
+    assert eer == pytest.approx((1 / 4 + 2 / 6) / 2)
+    assert thr == p[4]
+    m = binary_metrics(y, p, thr)
+    assert (m["fp"], m["fn"]) == (1, 2)
+    assert choose_threshold(y, p, "eer") == p[4]
+
+
+def test_eer_of_tied_and_all_equal_scores() -> None:
+    # Tied scores are one cut: fake when p >= 0.5 flags both 0.5s or neither (splitting them, as
+    # a sweep over sorted positions does, would find FPR = FNR = 0). At 0.5 the rates are
+    # FPR 1/2, FNR 0; at 0.9 FPR 0, FNR 1/2: an exact tie, the higher cut is kept.
+    y, p = [0, 1, 0, 1], [0.1, 0.5, 0.5, 0.9]
+    assert eer_point(y, p) == (pytest.approx(0.25), 0.9)
+    assert _brute_force_eer(y, p) == (0.25, 0.9)
+    # All scores equal: flagging none (FNR 1) or all (FPR 1) are equally far from equal error;
+    # EER 1/2 and the "nothing flagged" cut, capped at 1.
+    for score in (0.0, 0.3, 1.0):
+        y, p = [0, 1, 1, 0, 1], [score] * 5
+        assert eer_point(y, p) == (0.5, 1.0)
+        assert _brute_force_eer(y, p) == (0.5, 1.0)
+
+
+def test_eer_of_one_class_or_no_videos_is_nan() -> None:
+    for y, p in (([0, 0, 0], [0.1, 0.5, 0.9]), ([1, 1], [0.3, 0.3]), ([], [])):
+        assert all(math.isnan(v) for v in eer_point(y, p))
+        assert choose_threshold(y, p, "eer") == 0.5
+
+
+def test_eer_rejects_other_labels_and_non_finite_scores() -> None:
+    with pytest.raises(ValueError, match="labels must be 0"):
+        eer_point([0, 2, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="finite"):
+        eer_point([0, 1, 1], [0.1, math.nan, 0.3])
+
+
+def test_youden_reaches_the_largest_j_over_every_threshold() -> None:
+    """roc_curve's default drops points on straight parts of the curve; J = TPR - FPR is linear
+    along them, so its maximum sits at a kept end: the threshold found reaches the largest J of
+    all cuts. (Which of exactly tied maxima is returned is left to float rounding.)
+    """
+    for y, p in _random_sets(300, seed=5):
+        j = [(min(t, 1.0), (1 - fnr) - fpr) for t, fpr, fnr in _cuts(y, p)]
+        largest = max(value for _, value in j)
+        thr = youden_threshold(y, p)
+        assert any(t == thr and value == largest for t, value in j), (y, p)
 
 
 def test_perfect_separation_has_zero_eer_and_youden_between_the_classes() -> None:
