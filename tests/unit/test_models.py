@@ -30,7 +30,8 @@ def test_torchvision_models_build_offline_with_two_logits(name: str) -> None:
 
 
 def test_unknown_model_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"model.name: 'resnet50' is not one of .*small3d.*r3d_18.*mc3_18"):
+    valid = r"model.name: 'resnet50' is not one of .*small3d.*r3d_18.*mc3_18"
+    with pytest.raises(ValueError, match=valid):
         build_model({"name": "resnet50"})
 
 

@@ -424,9 +424,10 @@ def run_fold(
 ) -> int:
     """:func:`fit_fold` as a job: 0 when done, :data:`EXIT_RESUMABLE` after a deliberate stop.
 
-    Before anything initialises CUDA it claims a GPU slot for ``train.device`` auto/cuda on a
-    machine with several GPUs (:func:`fvc.devices.claim_gpu_slot`). A configuration error is
-    one log line and exit status 2; unusable ``model.weights`` one line and status 1.
+    Before anything initialises CUDA it claims a GPU slot for ``train.device`` auto/cuda when
+    several GPUs are visible, also inside a SLURM allocation (:func:`fvc.devices.claim_gpu_slot`;
+    a job given one GPU keeps it). A configuration error is one log line and exit status 2;
+    unusable ``model.weights`` one line and status 1.
     """
     try:
         train = TrainConfig.of(train_cfg)
