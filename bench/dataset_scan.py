@@ -1,4 +1,4 @@
-"""Cost of noticing dataset changes: ``snakemake -n`` on a 10,000-video dataset (issue 11).
+"""Cost of noticing dataset changes: ``snakemake -n`` on a 10,000-video dataset.
 
 Run: ``.venv/bin/python bench/dataset_scan.py [--n 10000] [--reps 3]``. In one run it
 

@@ -1,4 +1,4 @@
-"""Incremental preprocessing: adding one video to N decodes one video (issue 11).
+"""Incremental preprocessing: adding one video to N decodes one video.
 
 Run: ``.venv/bin/python bench/preprocess_incremental.py [--n 40] [--reps 3] [--workers 1]``.
 In one run it writes N + 1 textured H.264 clips (the videos of ``preprocess_scaling.py``), then,

@@ -346,3 +346,60 @@ class PredictConfig(Section):
 
     sets: dict[str, Any]
     model: str
+
+
+# ----------------------------------------------------------------------------- config/README.md
+
+
+def _markdown_value(value: Any) -> str:
+    return f"`{yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}`"
+
+
+def _markdown_table(path: str) -> list[str]:
+    rows = ["| key | default | what it does |", "|---|---|---|"]
+    for key, p in _properties(path).items():
+        if p.get("type") == "object" and "properties" in p:
+            continue  # a nested section gets its own table
+        default_ = _markdown_value(p["default"]) if "default" in p else "(none)"
+        text = " ".join(str(p.get("description", "")).split())
+        if p.get("x-operational"):
+            text += " *Operational: changing it reruns nothing.*"
+        if p.get("deprecated"):
+            text = "**Deprecated.** " + text
+        rows.append(f"| `{path}.{key}` | {default_} | {text.replace('|', '/')} |")
+    return rows
+
+
+def markdown() -> str:
+    """config/README.md: every config group and key, from the schema (a test keeps the file in
+    step; regenerate it with ``python -m fvc.config > config/README.md``)."""
+    props = schema()["properties"]
+    out = [
+        "# Configuration",
+        "",
+        "`config/config.yaml` configures one experiment; every key below has a default, so an",
+        "overlay (`snakemake --configfile my.yaml`) or a module's `config:` only names what",
+        "differs. Snakemake validates the config against the schema",
+        "(`src/fvc/config.schema.yaml`, linked from `workflow/schemas/`) before anything runs: a",
+        "wrong key or type fails with the key named. Cluster resources (partition, GPUs, memory,",
+        "time limits) are not configured here but in a profile (`profiles/slurm/`).",
+        "",
+        "This file is generated from the schema (`python -m fvc.config > config/README.md`);",
+        "`tests/unit/test_config.py` fails when the two disagree.",
+        "",
+    ]
+    for name, p in props.items():
+        out += [f"## `{name}`", "", " ".join(str(p.get("description", "")).split()), ""]
+        if p.get("type") == "object" and "properties" in p:
+            out += [*_markdown_table(name), ""]
+            for key, sub in p["properties"].items():
+                if sub.get("type") == "object" and "properties" in sub:
+                    out += [f"### `{name}.{key}`", "", " ".join(sub["description"].split()), ""]
+                    out += [*_markdown_table(f"{name}.{key}"), ""]
+        elif "default" in p:
+            out += [f"Default: {_markdown_value(p['default'])}.", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fvc.config import default
+
 #: Kinetics-400 statistics used by torchvision's video models (also fine for small3d).
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
@@ -267,7 +269,12 @@ def load_fold(
 
 
 def epoch_batches(
-    labels: np.ndarray, batch_size: int, seed: int, fold: int, epoch: int, sampler: str = "random"
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    fold: int,
+    epoch: int,
+    sampler: str = default("train", "sampler"),
 ) -> list[np.ndarray]:
     """The index batches of one epoch: a pure function of its arguments (resume relies on it).
 

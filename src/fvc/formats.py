@@ -107,7 +107,7 @@ def encode_labels(
 # ----------------------------------------------------------------------------- readers
 # Each reader returns (table with `path` and `label` + extra columns, row numbers or None).
 # Row numbers default to the 1-based data row; the list reader returns line numbers.
-# ``labels=False`` (predict sets, issue 9): the label is optional; a table without any label
+# ``labels=False`` (predict sets): the label is optional; a table without any label
 # has no `label` column.
 
 Reader = Callable[..., tuple[pd.DataFrame, list[int] | None]]

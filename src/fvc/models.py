@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from fvc.config import ModelConfig, TrainConfig
+from fvc.config import ModelConfig, TrainConfig, default
 from fvc.datasets import MEAN, STD
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class Small3D(nn.Module):
     makes the network independent of clip size, so any ``data.num_frames``/``data.size`` works.
     """
 
-    def __init__(self, dropout: float = 0.2, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self, dropout: float = default("model", "dropout"), num_classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:

@@ -272,7 +272,7 @@ def write_benchmarks(
 
 
 def predict_metrics_table(metrics_paths: dict[str, str | os.PathLike[str]]) -> pd.DataFrame:
-    """One row per predict set from its ``<name>_metrics.json`` (the hook for issue 9 point 3).
+    """One row per predict set from its ``<name>_metrics.json`` .
 
     The files are expected to hold the same keys as summary.json's ``pooled_out_of_fold``.
     """

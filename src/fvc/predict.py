@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fvc.config import schema
+from fvc.config import default, schema
 from fvc.data import EXCLUDED_COLUMNS, build_clip_cache, list_videos, probe_videos
 from fvc.datasets import ClipSet, input_norm
 from fvc.formats import DataError, read_metadata_source
@@ -282,7 +282,7 @@ def score(
     clips_path: str | os.PathLike[str],
     models: Sequence[str | os.PathLike[str]],
     device: str | torch.device = "cpu",
-    batch_size: int = 16,
+    batch_size: int = default("train", "batch_size"),
 ) -> pd.DataFrame:
     """``index`` plus ``p_<model>`` per model and their mean ``p_fake``.
 
@@ -372,7 +372,7 @@ def predict_set(
     out_metrics: str | os.PathLike[str],
     model_kind: str = "ensemble",
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = default("train", "batch_size"),
     train_index: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score a decoded predict set and write its table, excluded list and metrics (rule predict).
@@ -476,7 +476,7 @@ def predict_files(
     files: Sequence[str | os.PathLike[str]],
     model_kind: str = "ensemble",
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = default("train", "batch_size"),
     workers: int = 1,
 ) -> pd.DataFrame:
     """Score a few video files with a finished run: one row per file, in the given order.
@@ -539,7 +539,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=MODEL_KINDS, default="ensemble",
                    help="fold models averaged (default) or the refit final model")  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=default("train", "batch_size"))
     p.add_argument("--workers", type=int, default=1, help="decoder processes")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from fvc import io
-from fvc.config import CVConfig
+from fvc.config import CVConfig, default
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ def assign_folds(index: pd.DataFrame, cv_cfg: CVConfig | dict[str, Any]) -> pd.D
     return df
 
 
-def fold_summary(splits: pd.DataFrame, group_column: str | None = "group") -> pd.DataFrame:
+def fold_summary(
+    splits: pd.DataFrame, group_column: str | None = default("cv", "group_column")
+) -> pd.DataFrame:
     """Per fold: validation size, class counts, positive fraction and number of groups."""
     overall = float(splits["label"].mean())
     rows = []

@@ -36,7 +36,10 @@ import av.logging
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from fvc.config import DataConfig
+from fvc.config import DataConfig, defaults
+
+#: The schema's data defaults (the low-level decoders take the same defaults as the config).
+DATA_DEFAULTS = defaults("data")
 
 #: Videos with at least this many frames may use keyframe seeking (shorter ones decode faster
 #: sequentially than the extra demux pass costs).
@@ -244,7 +247,10 @@ def window_settings(data_cfg: DataConfig | dict[str, Any]) -> tuple[int, int | N
 
 
 def window_indices(
-    n_frames: int, num_frames: int, clips_per_video: int = 1, frame_stride: int | None = None
+    n_frames: int,
+    num_frames: int,
+    clips_per_video: int = DATA_DEFAULTS["clips_per_video"],
+    frame_stride: int | None = None,
 ) -> np.ndarray:
     """Frame indices of ``clips_per_video`` (C) temporal windows of ``num_frames`` (T): (C, T).
 
@@ -401,7 +407,7 @@ def _decode_sequential(
     stream: Any,
     wanted: set[int],
     size: int,
-    resize: str = "letterbox",
+    resize: str = DATA_DEFAULTS["resize"],
 ) -> tuple[dict[int, np.ndarray], int]:
     """Decode from the start, converting only wanted frames; stop after the last one.
 
@@ -447,7 +453,7 @@ def _decode_seeking(
     wanted: list[int],
     size: int,
     packets: list[tuple[int, bool]],
-    resize: str = "letterbox",
+    resize: str = DATA_DEFAULTS["resize"],
 ) -> dict[int, np.ndarray] | None:
     """Decode wanted frames, seeking to the keyframe before a sample when that skips enough.
 
@@ -485,8 +491,8 @@ def decode_clip(
     num_frames: int,
     size: int,
     frames_hint: int | None = None,
-    short_videos: str = "pad",
-    resize: str = "letterbox",
+    short_videos: str = DATA_DEFAULTS["short_videos"],
+    resize: str = DATA_DEFAULTS["resize"],
 ) -> tuple[np.ndarray, bool]:
     """Decode ``num_frames`` uniformly sampled frames as uint8 ``(T, size, size, 3)`` RGB.
 
@@ -509,9 +515,9 @@ def decode_windows(
     num_frames: int,
     size: int,
     frames_hint: int | None = None,
-    short_videos: str = "pad",
-    resize: str = "letterbox",
-    clips_per_video: int = 1,
+    short_videos: str = DATA_DEFAULTS["short_videos"],
+    resize: str = DATA_DEFAULTS["resize"],
+    clips_per_video: int = DATA_DEFAULTS["clips_per_video"],
     frame_stride: int | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Decode ``clips_per_video`` windows (:func:`window_indices`) as uint8 ``(C, T, S, S, 3)``.

@@ -134,7 +134,7 @@ def test_every_good_kind_is_probed_and_decodes_the_sampled_frames(corpus: Path, 
 
 
 def test_broken_kinds_cover_the_issue_list() -> None:
-    """Guard the corpus itself: every kind of breakage named in issue 5 is present."""
+    """Guard the corpus itself: every kind of breakage the corpus promises is present."""
     reasons = {c.reason for c in BROKEN}
     assert {"missing file", "empty file", "not a video", "no video stream", "undecodable",
             "truncated"} <= reasons  # fmt: skip

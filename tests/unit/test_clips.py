@@ -1,4 +1,4 @@
-"""Several clips per video (issue 9 point 2): window sampling, decoding, cache, training, scores.
+"""Several clips per video: window sampling, decoding, cache, training, scores.
 
 Real videos (tests/conftest.py ``write_video``: frame i is grey ``frame_value(i)``, so the
 decoded grey level tells which frame a window holds), real clip caches, a real model and the
@@ -64,7 +64,7 @@ def _frames(window: np.ndarray) -> list[int]:
 
 
 def test_window_indices_spread_and_stride() -> None:
-    # spread (stride null/0): C = 1 is today's whole-video sampling; C windows tile the video
+    # spread (stride null/0): C = 1 is the whole-video sampling; C windows tile the video
     assert window_indices(80, 8).tolist() == [sample_indices(80, 8).tolist()]
     assert window_indices(80, 8, 1, 0).tolist() == [sample_indices(80, 8).tolist()]
     assert window_indices(24, 4, 3).tolist() == [[1, 3, 5, 7], [9, 11, 13, 15], [17, 19, 21, 23]]
@@ -77,7 +77,7 @@ def test_window_indices_spread_and_stride() -> None:
     assert window_indices(12, 6, 3, 4).tolist() == [
         [0, 2, 4, 6, 8, 10], [0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]
     ]  # fmt: skip
-    # fewer frames than num_frames: every window repeats frames like today's padding
+    # fewer frames than num_frames: every window repeats frames like the one-window padding
     assert window_indices(5, 8, 2, 2).tolist() == [sample_indices(5, 8).tolist()] * 2
     with pytest.raises(ValueError, match="n_frames must be positive"):
         window_indices(0, 4, 2)
@@ -170,7 +170,7 @@ def _build(md: Path, out: Path, cache: Path | None = None, **cfg) -> pd.DataFram
 def test_single_window_clips_npy_is_byte_identical_to_the_one_clip_path(
     metadata: Path, tmp_path: Path
 ) -> None:
-    """C = 1: clips.npy equals, byte for byte, frames at today's sample_indices saved by np.save,
+    """C = 1: clips.npy equals, byte for byte, frames at sample_indices saved by np.save,
     whatever spelling of the defaults; and the decode cache key is the one built before."""
     meta = pd.read_parquet(metadata)
     ref = []

@@ -1,4 +1,4 @@
-"""Incremental preprocessing: only new or changed videos are decoded again (issue 11).
+"""Incremental preprocessing: only new or changed videos are decoded again.
 
 Each test builds real clip caches from real videos; decodes are counted by what
 ``build_clip_cache`` reports (``attrs`` and the log line), and the result is compared byte for

@@ -1,4 +1,4 @@
-"""fvc.inventory: the stat list that lets Snakemake see videos (issue 11).
+"""fvc.inventory: the stat list that lets Snakemake see videos.
 
 The inventory file must change exactly when the usable input set changes (so Snakemake reruns
 load_data), keep its mtime otherwise, and never fail for a bad source or a missing video.

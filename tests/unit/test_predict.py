@@ -1,4 +1,4 @@
-"""Predict (issue 9 point 3): fold models applied to new videos, decoded as in training.
+"""Predict: fold models applied to new videos, decoded as in training.
 
 A tiny two-fold run is trained through the library on synthetic clips (seconds on CPU); the
 predict sets are real small videos and broken files.

@@ -1,4 +1,4 @@
-"""Issue 9 point 1: torchvision weight names through torchvision's own cache, the one-line
+"""Pretrained weights: torchvision weight names through torchvision's own cache, the one-line
 offline error, the weights' normalisation and the fine-tuning knobs (backbone LR scale,
 backbone freezing, LR warm-up), all offline.
 

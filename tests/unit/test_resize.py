@@ -1,4 +1,4 @@
-"""``data.resize: short_side_crop`` on really decoded videos (issue 9 point 1).
+"""``data.resize: short_side_crop`` on really decoded videos.
 
 The reference is torchvision's own Kinetics preset (``R3D_18_Weights.KINETICS400_V1
 .transforms()``: resize to 128 x 171, centre crop 112) applied to the full-resolution frames.

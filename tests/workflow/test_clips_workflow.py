@@ -1,4 +1,4 @@
-"""Several clips per video through real Snakemake (issue 9 point 2).
+"""Several clips per video through real Snakemake.
 
 The tiny config with ``data.clips_per_video: 2`` and ``data.frame_stride: 2``: preprocess
 writes both windows of every video into one ``(N, 2, T, S, S, 3)`` cache, augment keeps one

@@ -1,4 +1,4 @@
-"""Dataset changes through real Snakemake (issue 11): the workflow sees the videos.
+"""Dataset changes through real Snakemake: the workflow sees the videos.
 
 A class-folder dataset and a table dataset are built from the demo videos. After a finished run,
 an unchanged dataset is "Nothing to be done"; a video added to or removed from a class folder, a

@@ -1,4 +1,4 @@
-"""Predict sets through real Snakemake (issue 9 point 3, issue 11 point 3).
+"""Predict sets through real Snakemake.
 
 A copy of the finished tiny run (two folds) scores two predict sets: a labelled table with
 broken and missing files, and an unlabelled folder; adding the sets trains nothing again. Then:

@@ -1,4 +1,4 @@
-"""Torchvision weights through real Snakemake (issue 9 point 1), offline.
+"""Torchvision weights through real Snakemake, offline.
 
 An empty torchvision cache: the train jobs stop at start-up with one log line naming the URL
 and the file to place, and leave no output and no checkpoint directory. The same state dict

@@ -137,7 +137,7 @@ def test_without_sweep_paths_are_unchanged(dry: Path) -> None:
 
 
 def test_inventory_belongs_to_the_load_key(dry: Path, tmp_path: Path) -> None:
-    """With real metadata the dataset inventory (issue 11) is written at DAG-build time into
+    """With real metadata the dataset inventory is written at DAG-build time into
     the shared load folder that its load_data job reads, once per load key."""
     for label, name in (("real", "r"), ("fake", "f")):
         (tmp_path / "videos" / label).mkdir(parents=True)
@@ -241,7 +241,7 @@ def test_repeats_have_their_own_splits_and_rows(project: Path) -> None:
     assert (s0["fold"] != s1["fold"]).any(), "repeat 1 drew the same folds as repeat 0"
     for s in (s0, s1):
         assert (s.groupby("group")["fold"].nunique() == 1).all()
-    # The per-stage caches (issue 11) belong to the shared decode folder, one split cache per
+    # The per-stage caches belong to the shared decode folder, one split cache per
     # repeat; nothing is kept at runs/<exp>/cache/.
     assert (decode / "cache/decode").is_dir()
     for r in range(N_REPEATS):

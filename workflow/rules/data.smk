@@ -3,9 +3,9 @@
 
 rule make_demo:
     output:
-        metadata=f"{DEMO_DIR}/metadata.csv",
+        metadata=f"{LAYOUT.demo_dir}/metadata.csv",
     log:
-        f"{DEMO_DIR}/make_demo.log",
+        f"{LAYOUT.demo_dir}/make_demo.log",
     conda:
         "../../envs/data.yaml"
     params:
@@ -19,12 +19,12 @@ rule load_data:
         metadata=get_metadata_source,
         inventory=get_dataset_inventory,
     output:
-        metadata=get_path("load", "data/metadata.parquet"),
-        excluded=get_path("load", "data/excluded.tsv"),
+        metadata=LAYOUT.path("load", "data/metadata.parquet"),
+        excluded=LAYOUT.path("load", "data/excluded.tsv"),
     log:
-        get_path("load", "logs/load_data.log"),
+        LAYOUT.path("load", "logs/load_data.log"),
     benchmark:
-        get_path("load", "benchmarks/load_data.tsv")
+        LAYOUT.path("load", "benchmarks/load_data.tsv")
     conda:
         "../../envs/data.yaml"
     threads: config["data"]["workers"]
@@ -37,20 +37,20 @@ rule load_data:
 
 rule preprocess:
     input:
-        metadata=get_upstream("load", "data/metadata.parquet"),
+        metadata=get_upstream(LAYOUT.path("load", "data/metadata.parquet")),
     output:
-        clips=get_path("decode", "data/clips.npy"),
-        index=get_path("decode", "data/clips.parquet"),
-        excluded=get_path("decode", "data/decode_excluded.tsv"),
+        clips=LAYOUT.path("decode", "data/clips.npy"),
+        index=LAYOUT.path("decode", "data/clips.parquet"),
+        excluded=LAYOUT.path("decode", "data/decode_excluded.tsv"),
     log:
-        get_path("decode", "logs/preprocess.log"),
+        LAYOUT.path("decode", "logs/preprocess.log"),
     benchmark:
-        get_path("decode", "benchmarks/preprocess.tsv")
+        LAYOUT.path("decode", "benchmarks/preprocess.tsv")
     conda:
         "../../envs/data.yaml"
     threads: config["data"]["workers"]
     params:
         data=decode_params,
-        cache=get_cache_dir("decode", "decode"),
+        cache=LAYOUT.cache_dir("decode", "decode"),
     script:
         "../scripts/preprocess.py"

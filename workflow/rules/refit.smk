@@ -1,16 +1,17 @@
 # The final model (`snakemake refit`): trained on every usable video for the median of the
 # folds' best epochs (src/fvc/refit.py). Not part of `rule all`: built only when asked for, by
 # the rule name or by its output runs/<exp>/final/model.pt. Resume state lives in
-# runs/<exp>/checkpoints/final/ (deliberately NOT an output, as for train).
+# runs/<exp>/checkpoints/final/ (deliberately NOT an output, as for train). The final model is
+# the base variant's: its decoded clips, its repeat-0 splits (every usable video) and folds.
 
 
 rule augment_final:
     input:
-        clips=get_base_upstream("data/clips.npy"),
-        splits=get_base_upstream("splits.parquet"),
+        clips=LAYOUT.fill(LAYOUT.path("decode", "data/clips.npy"), BASE),
+        splits=LAYOUT.split_files(BASE)[0],
     output:
-        clips=f"{RUN}/final/augment/clips.npy",
-        manifest=f"{RUN}/final/augment/manifest.parquet",
+        clips=LAYOUT.final_path("augment/clips.npy"),
+        manifest=LAYOUT.final_path("augment/manifest.parquet"),
     log:
         f"{RUN}/logs/augment/final.log",
     benchmark:
@@ -30,10 +31,10 @@ rule refit:
     input:
         unpack(get_refit_inputs),
     output:
-        model=f"{RUN}/final/model.pt",
-        history=f"{RUN}/final/history.csv",
-        memory_log=f"{RUN}/final/memory.jsonl",
-        info=f"{RUN}/final/refit.json",
+        model=LAYOUT.final_path("model.pt"),
+        history=LAYOUT.final_path("history.csv"),
+        memory_log=LAYOUT.final_path("memory.jsonl"),
+        info=LAYOUT.final_path("refit.json"),
     log:
         f"{RUN}/logs/refit.log",
     benchmark:

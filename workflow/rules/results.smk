@@ -7,24 +7,24 @@ rule aggregate:
         metrics=get_fold_outputs("metrics.json"),
         predictions=get_fold_outputs("predictions.parquet"),
         splits=get_split_files,
-        excluded=get_upstream("load", "data/excluded.tsv"),
-        decode_excluded=get_upstream("decode", "data/decode_excluded.tsv"),
+        excluded=get_upstream(LAYOUT.path("load", "data/excluded.tsv")),
+        decode_excluded=get_upstream(LAYOUT.path("decode", "data/decode_excluded.tsv")),
     output:
-        results=get_path("variant", "kfold_results.feather"),
+        results=LAYOUT.path("variant", "kfold_results.feather"),
         summary=report(
-            get_path("variant", "summary.json"),
+            LAYOUT.path("variant", "summary.json"),
             caption="../report/summary.rst",
             category="Results",
             subcategory="Metrics",
         ),
         table=report(
-            get_path("variant", "kfold_results.html"),
+            LAYOUT.path("variant", "kfold_results.html"),
             caption="../report/kfold_results.rst",
             category="Results",
             subcategory="Metrics",
         ),
     log:
-        get_path("variant", "logs/aggregate.log"),
+        LAYOUT.path("variant", "logs/aggregate.log"),
     conda:
         "../../envs/data.yaml"
     params:
@@ -41,37 +41,37 @@ rule plots:
         summary=rules.aggregate.output.summary,
     output:
         roc=report(
-            get_path("variant", "plots/roc_curves.png"),
+            LAYOUT.path("variant", "plots/roc_curves.png"),
             caption="../report/roc_curves.rst",
             category="Results",
             subcategory="Curves",
         ),
         pr=report(
-            get_path("variant", "plots/pr_curves.png"),
+            LAYOUT.path("variant", "plots/pr_curves.png"),
             caption="../report/pr_curves.rst",
             category="Results",
             subcategory="Curves",
         ),
         calibration=report(
-            get_path("variant", "plots/calibration.png"),
+            LAYOUT.path("variant", "plots/calibration.png"),
             caption="../report/calibration.rst",
             category="Results",
             subcategory="Calibration",
         ),
         confusion=report(
-            get_path("variant", "plots/confusion_matrix.png"),
+            LAYOUT.path("variant", "plots/confusion_matrix.png"),
             caption="../report/confusion_matrix.rst",
             category="Results",
             subcategory="Metrics",
         ),
         curves=report(
-            get_path("variant", "plots/training_curves.png"),
+            LAYOUT.path("variant", "plots/training_curves.png"),
             caption="../report/training_curves.rst",
             category="Training",
             subcategory="Curves",
         ),
     log:
-        get_path("variant", "logs/plots.log"),
+        LAYOUT.path("variant", "logs/plots.log"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -83,13 +83,13 @@ rule memory_plot:
         memory=get_fold_outputs("memory.jsonl"),
     output:
         png=report(
-            get_path("variant", "plots/memory.png"),
+            LAYOUT.path("variant", "plots/memory.png"),
             caption="../report/memory.rst",
             category="Training",
             subcategory="Memory",
         ),
     log:
-        get_path("variant", "logs/memory_plot.log"),
+        LAYOUT.path("variant", "logs/memory_plot.log"),
     conda:
         "../../envs/data.yaml"
     script:
@@ -101,39 +101,20 @@ rule benchmarks:
         benchmarks=get_benchmark_files,
     output:
         table=report(
-            get_path("variant", "benchmarks.tsv"),
+            LAYOUT.path("variant", "benchmarks.tsv"),
             caption="../report/benchmarks.rst",
             category="Resources",
             subcategory="Run time and memory",
         ),
         png=report(
-            get_path("variant", "plots/benchmarks.png"),
+            LAYOUT.path("variant", "plots/benchmarks.png"),
             caption="../report/benchmarks.rst",
             category="Resources",
             subcategory="Run time and memory",
         ),
     log:
-        get_path("variant", "logs/benchmarks.log"),
+        LAYOUT.path("variant", "logs/benchmarks.log"),
     conda:
         "../../envs/data.yaml"
     script:
         "../scripts/benchmarks.py"
-
-
-# Hook for issue 9 point 3 (predict): once a rule writes runs/<exp>/predict/<set>_metrics.json,
-# get_predict_metrics() lists them and this table joins the report and the final outputs.
-rule predict_metrics:
-    input:
-        unpack(get_predict_metrics),
-    output:
-        table=report(
-            f"{RUN}/predict/metrics.tsv",
-            caption="../report/predict_metrics.rst",
-            category="Predict sets",
-        ),
-    log:
-        f"{RUN}/logs/predict_metrics.log",
-    conda:
-        "../../envs/data.yaml"
-    script:
-        "../scripts/predict_metrics.py"

@@ -5,23 +5,23 @@
 
 rule train:
     input:
-        clips=get_upstream("decode", "data/clips.npy"),
-        index=get_upstream("decode", "data/clips.parquet"),
-        splits=get_upstream("split", "splits.parquet"),
-        aug_clips=get_upstream("augment", "augment/clips.npy", fold_level=True),
+        clips=get_upstream(LAYOUT.path("decode", "data/clips.npy")),
+        index=get_upstream(LAYOUT.path("decode", "data/clips.parquet")),
+        splits=get_upstream(LAYOUT.split_path("splits.parquet")),
+        aug_clips=get_upstream(LAYOUT.fold_path("augment", "augment/clips.npy")),
         aug_manifest=get_upstream(
-            "augment", "augment/manifest.parquet", fold_level=True
+            LAYOUT.fold_path("augment", "augment/manifest.parquet")
         ),
     output:
-        metrics=get_train_output("metrics.json"),
-        predictions=get_train_output("predictions.parquet"),
-        history=get_train_output("history.csv"),
-        model=get_train_output("best_model.pt"),
-        memory_log=get_train_output("memory.jsonl"),
+        metrics=LAYOUT.train_output("metrics.json"),
+        predictions=LAYOUT.train_output("predictions.parquet"),
+        history=LAYOUT.train_output("history.csv"),
+        model=LAYOUT.train_output("best_model.pt"),
+        memory_log=LAYOUT.train_output("memory.jsonl"),
     log:
-        get_fold_file("variant", "logs/train", ".log"),
+        LAYOUT.fold_file("variant", "logs/train", ".log"),
     benchmark:
-        get_fold_file("variant", "benchmarks/train", ".tsv")
+        LAYOUT.fold_file("variant", "benchmarks/train", ".tsv")
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -36,6 +36,6 @@ rule train:
         model=get_variant_section("model"),
         train=get_result_section("train"),
         memory=non_operational("memory"),
-        checkpoint_dir=get_fold_file("variant", "checkpoints"),
+        checkpoint_dir=LAYOUT.fold_file("variant", "checkpoints"),
     script:
         "../scripts/train.py"

@@ -1,4 +1,4 @@
-"""Rule predict_metrics: one row per labelled predict set (hook until predict exists)."""
+"""Rule predict_metrics: one row per labelled predict set (the table in the report)."""
 
 from fvc import io
 from fvc.log import setup_logging

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fvc.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig
+from fvc.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig, default
 from fvc.datasets import (
     ClipSet,
     FoldData,
@@ -78,7 +78,7 @@ def train_one_epoch(
     batches: list[np.ndarray],
     stop: StopControl,
     checkpointer: resume.Checkpointer | None = None,
-    num_workers: int = 0,
+    num_workers: int = default("train", "num_workers"),
 ) -> str | None:
     """Train the epoch's batches from ``pos.batch_in_epoch`` on; returns a stop reason or None.
 
@@ -134,7 +134,7 @@ def evaluate(
     data: ClipSet,
     norm: InputNorm,
     batch_size: int,
-    precision: str = "off",
+    precision: str = default("train", "precision"),
     memlog: MemoryLog | None = None,
     policy: MemoryPolicy | None = None,
 ) -> tuple[float, np.ndarray, int]:
