@@ -120,8 +120,10 @@ def main() -> None:
         base = make_project(tmp_path / "baseline", scan=False)
         scan = make_project(tmp_path / "scan", scan=True)
         print("seconds of `snakemake -n`, wall (CPU), best of --reps; ratio = wall / baseline wall")
-        print(f"{'format':8} {'baseline':>14} {'unchanged':>14} {'ratio':>6} "
-              f"{'1 added':>14} {'ratio':>6}")  # fmt: skip
+        print(
+            f"{'format':8} {'baseline':>14} {'unchanged':>14} {'ratio':>6} "
+            f"{'1 added':>14} {'ratio':>6}"
+        )
         scans: dict[str, tuple[float, float]] = {}
         for fmt in args.formats.split(","):
             ov_base = overlay(base, fmt, sources[fmt], tmp_path / "data")
@@ -143,8 +145,10 @@ def main() -> None:
                 times["added"].append(dry_run(scan, ov_scan))
                 os.utime(sources[fmt])
             (b, bc), (s, sc), (a, ac) = (min(times[k]) for k in ("base", "same", "added"))
-            print(f"{fmt:8} {b:6.2f}s ({bc:4.2f}s) {s:6.2f}s ({sc:4.2f}s) {s / b:6.2f} "
-                  f"{a:6.2f}s ({ac:4.2f}s) {a / b:6.2f}")  # fmt: skip
+            print(
+                f"{fmt:8} {b:6.2f}s ({bc:4.2f}s) {s:6.2f}s ({sc:4.2f}s) {s / b:6.2f} "
+                f"{a:6.2f}s ({ac:4.2f}s) {a / b:6.2f}"
+            )
             scans[fmt] = scan_seconds(sources[fmt], fmt, tmp_path / "data", args.reps)
         print("target: every -n with the scan < 3 s (the ratio is the scan's share on top)")
         print("the scan alone, in process (fvc.inventory.scan_inventory, best of --reps):")

@@ -96,9 +96,19 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model({"name": "small3d"})
         cpu = torch.device("cpu")
-        run = Run(model, torch.optim.AdamW(model.parameters()), None, None, cpu, "off",
-                  torch.ones(2), input_norm(cpu), POLICIES["none"],
-                  MemoryLog(Path(tmp) / "m.jsonl"), Position(16, 16))  # fmt: skip
+        run = Run(
+            model,
+            torch.optim.AdamW(model.parameters()),
+            None,
+            None,
+            cpu,
+            "off",
+            torch.ones(2),
+            input_norm(cpu),
+            POLICIES["none"],
+            MemoryLog(Path(tmp) / "m.jsonl"),
+            Position(16, 16),
+        )
         batches = [np.arange(i, i + 16) % len(data.train) for i in range(0, 16 * args.batches, 16)]
         clock = GcClock()
         time_epoch(run, data.train, batches[:3], POLICIES["none"], clock)  # warm-up (oneDNN)

@@ -94,9 +94,14 @@ class Bench:
         )
         self.data = load_fold(**vars(self.inputs), fold=0)
         self.tc = {
-            "lr": 1e-3, "weight_decay": 1e-4, "scheduler": "none", "precision": args.precision,
-            "batch_size": args.batch, "class_weights": "none", "epochs": 1,
-        }  # fmt: skip
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "scheduler": "none",
+            "precision": args.precision,
+            "batch_size": args.batch,
+            "class_weights": "none",
+            "epochs": 1,
+        }
         nt = len(self.data.train)
         self.batches = [
             np.arange(i, i + args.batch) % nt for i in range(0, args.steps * args.batch, args.batch)
@@ -105,8 +110,9 @@ class Bench:
     def fresh_run(self, policy: MemoryPolicy) -> Run:
         torch.manual_seed(0)
         model = build_model(self.cfg).to(self.dev)
-        return new_run(model, self.tc, self.dev, self.data.train.labels, policy, None,
-                       input_norm(self.dev))  # fmt: skip
+        return new_run(
+            model, self.tc, self.dev, self.data.train.labels, policy, None, input_norm(self.dev)
+        )
 
     def loop(self, policy: MemoryPolicy, every_n: int = 0) -> tuple[float, object]:
         """Seconds for the timed batches through the project's loop (after a 3-batch warm-up)."""
@@ -143,10 +149,12 @@ class Bench:
 
         def epoch(batches: list) -> None:
             loader = torch.utils.data.DataLoader(
-                self.data.train, batch_sampler=[b.tolist() for b in batches],
-                num_workers=self.a.workers, collate_fn=collate_batch,
+                self.data.train,
+                batch_sampler=[b.tolist() for b in batches],
+                num_workers=self.a.workers,
+                collate_fn=collate_batch,
                 pin_memory=dev.type == "cuda",
-            )  # fmt: skip
+            )
             for x, y in loader:
                 x = x.to(dev, non_blocking=True).permute(0, 4, 1, 2, 3).contiguous()
                 x = x.float().div_(255.0).sub_(mean).div_(std)
@@ -295,26 +303,56 @@ class Bench:
         root.mkdir()
         nb = 12
         batch = max(2, a.batch // 4)
-        paths = write_synthetic_inputs(root / "in", n_videos=nb * batch, frames=a.frames,
-                                       size=a.size, aug_copies=1, seed=2)  # fmt: skip
+        paths = write_synthetic_inputs(
+            root / "in", n_videos=nb * batch, frames=a.frames, size=a.size, aug_copies=1, seed=2
+        )
         cfg = {
             "model": self.cfg,
-            "train": {"epochs": 2, "batch_size": batch, "checkpoint_every_n_batches": 2,
-                      "checkpoint_every_s": 0, "precision": a.precision, "scheduler": "none"},
-        }  # fmt: skip
+            "train": {
+                "epochs": 2,
+                "batch_size": batch,
+                "checkpoint_every_n_batches": 2,
+                "checkpoint_every_s": 0,
+                "precision": a.precision,
+                "scheduler": "none",
+            },
+        }
         (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
         fi = paths["folds"][0]
         cmd = [
-            sys.executable, "-m", "fvc.cli", "train", "--config", str(root / "cfg.yaml"),
-            "--fold", "0", "--clips", paths["clips"], "--index", paths["index"],
-            "--splits", paths["splits"], "--aug-clips", fi["aug_clips"],
-            "--aug-manifest", fi["aug_manifest"], "--out-dir", str(root / "out"),
-            "--checkpoint-dir", str(root / "ck"), "--device", str(dev),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "fvc.cli",
+            "train",
+            "--config",
+            str(root / "cfg.yaml"),
+            "--fold",
+            "0",
+            "--clips",
+            paths["clips"],
+            "--index",
+            paths["index"],
+            "--splits",
+            paths["splits"],
+            "--aug-clips",
+            fi["aug_clips"],
+            "--aug-manifest",
+            fi["aug_manifest"],
+            "--out-dir",
+            str(root / "out"),
+            "--checkpoint-dir",
+            str(root / "ck"),
+            "--device",
+            str(dev),
+        ]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), *sys.path])}
         latest = root / "ck" / ckpt.LATEST
-        proc = subprocess.Popen([*cmd, "--log", str(root / "log1.txt")], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [*cmd, "--log", str(root / "log1.txt")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.time() + 300
             while time.time() < deadline and proc.poll() is None:
@@ -331,8 +369,13 @@ class Bench:
             proc.wait()
         state = ckpt.load_checkpoint(latest)
         at = (state["epoch"] + 1, state["batch_in_epoch"])
-        done = subprocess.run([*cmd, "--log", str(root / "log2.txt")], env=env,
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        done = subprocess.run(
+            [*cmd, "--log", str(root / "log2.txt")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         log2 = (root / "log2.txt").read_text()
         want = f"resuming from latest_checkpoint.pt (epoch {at[0]} batch {at[1]})"
         if at[1] == 0:
@@ -351,8 +394,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--quick", action="store_true", help="tiny sizes (CPU: < 1 min)")
-    for name, typ in (("model", str), ("frames", int), ("size", int), ("batch", int),
-                      ("precision", str), ("steps", int), ("reps", int)):  # fmt: skip
+    for name, typ in (
+        ("model", str),
+        ("frames", int),
+        ("size", int),
+        ("batch", int),
+        ("precision", str),
+        ("steps", int),
+        ("reps", int),
+    ):
         p.add_argument(f"--{name}", type=typ, help="override the preset")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     args = p.parse_args()

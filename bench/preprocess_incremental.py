@@ -39,8 +39,9 @@ def metadata(folder: Path, count: int, out: Path) -> Path:
 
 def timed_build(md: Path, out: Path, workers: int, cache: Path | None) -> tuple[float, int]:
     start = time.perf_counter()
-    index = build_clip_cache(md, out / "clips.npy", out / "clips.parquet", out / "dx.tsv", DATA,
-                             workers, cache_dir=cache)  # fmt: skip
+    index = build_clip_cache(
+        md, out / "clips.npy", out / "clips.parquet", out / "dx.tsv", DATA, workers, cache_dir=cache
+    )
     return time.perf_counter() - start, int(index.attrs["decoded"])
 
 
@@ -68,12 +69,16 @@ def main() -> None:
                 root / f"i{rep}/clips.npy"
             ).read_bytes()
         scratch, incr = min(scratch_s), min(incr_s)
-    print(f"videos: N={args.n} + 1 (192x144, 48 frames, clips {DATA['num_frames']}x"
-          f"{DATA['size']}x{DATA['size']}), {args.workers} decoder process(es)")  # fmt: skip
+    print(
+        f"videos: N={args.n} + 1 (192x144, 48 frames, clips {DATA['num_frames']}x"
+        f"{DATA['size']}x{DATA['size']}), {args.workers} decoder process(es)"
+    )
     print(f"from scratch: {scratch_decodes} decodes, {scratch:.2f} s (best of {args.reps})")
     print(f"N+1 after N:  {incr_decodes} decode(s), {incr:.2f} s (best of {args.reps})")
-    print(f"time ratio incremental / from scratch: {incr / scratch:.3f} "
-          f"(ideal ~1/(N+1) = {1 / (args.n + 1):.3f} plus copying N clips)")  # fmt: skip
+    print(
+        f"time ratio incremental / from scratch: {incr / scratch:.3f} "
+        f"(ideal ~1/(N+1) = {1 / (args.n + 1):.3f} plus copying N clips)"
+    )
     print(f"arrays byte-identical: {same}")
 
 

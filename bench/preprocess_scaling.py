@@ -128,17 +128,23 @@ def main() -> None:
         paired = statistics.median(r / o for r, o in zip(raw_s, ours_s, strict=True))
 
     print(f"videos: N={n}, 10N={10 * n} (192x144, 48 frames); clips {clip_mib:.0f} MiB at 10N")
-    print(f"peak RSS main process: N {rss_small['main_mib']:.0f} MiB, "
-          f"10N {rss_large['main_mib']:.0f} MiB; largest worker: N "
-          f"{rss_small['worker_mib']:.0f} MiB, 10N {rss_large['worker_mib']:.0f} MiB")  # fmt: skip
+    print(
+        f"peak RSS main process: N {rss_small['main_mib']:.0f} MiB, "
+        f"10N {rss_large['main_mib']:.0f} MiB; largest worker: N "
+        f"{rss_small['worker_mib']:.0f} MiB, 10N {rss_large['worker_mib']:.0f} MiB"
+    )
     rss_ratio = rss_large["main_mib"] / rss_small["main_mib"]
     print(f"RSS ratio 10N/N: {rss_ratio:.2f} (target <= 1.2: {_verdict(rss_ratio <= 1.2)})")
-    print(f"raw PyAV decode: {len(paths) / raw:.1f} videos/s; build_clip_cache: "
-          f"{len(paths) / ours:.1f} videos/s (1 worker), "
-          f"{len(paths) / par:.1f} videos/s ({args.workers} workers)")  # fmt: skip
-    print(f"throughput ratio (ours/raw, 1 worker, best of {args.reps}): {raw / ours:.2f} "
-          f"(target >= 0.8: {_verdict(raw / ours >= 0.8)}); median of paired runs "
-          f"{paired:.2f}; with {args.workers} workers: {raw / par:.2f}")  # fmt: skip
+    print(
+        f"raw PyAV decode: {len(paths) / raw:.1f} videos/s; build_clip_cache: "
+        f"{len(paths) / ours:.1f} videos/s (1 worker), "
+        f"{len(paths) / par:.1f} videos/s ({args.workers} workers)"
+    )
+    print(
+        f"throughput ratio (ours/raw, 1 worker, best of {args.reps}): {raw / ours:.2f} "
+        f"(target >= 0.8: {_verdict(raw / ours >= 0.8)}); median of paired runs "
+        f"{paired:.2f}; with {args.workers} workers: {raw / par:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -257,8 +257,13 @@ def _train_rows(splits_path: Path, fold: int | None, n_clips: int) -> pd.DataFra
 
 def _manifest(records: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
-    dtypes = {"aug_row": "int64", "clip_row": "int64", "copy": "int64", "window": "int64",
-              "label": "int64"}  # fmt: skip
+    dtypes = {
+        "aug_row": "int64",
+        "clip_row": "int64",
+        "copy": "int64",
+        "window": "int64",
+        "label": "int64",
+    }
     return df.astype({**dtypes, "video_id": str, "ops": str})
 
 

@@ -37,9 +37,17 @@ from fvc.sweep import DECODE_KEYS
 from fvc.video import VideoError, decode_windows, probe_video, window_settings
 
 __all__ = [
-    "EXCLUDED_COLUMNS", "METADATA_COLUMNS", "DataError", "build_clip_cache", "clip_shape",
-    "decode_settings", "list_videos", "load_metadata", "probe_videos", "read_metadata_source",
-]  # fmt: skip
+    "EXCLUDED_COLUMNS",
+    "METADATA_COLUMNS",
+    "DataError",
+    "build_clip_cache",
+    "clip_shape",
+    "decode_settings",
+    "list_videos",
+    "load_metadata",
+    "probe_videos",
+    "read_metadata_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +227,9 @@ def probe_videos(
                     f"{source}: rows {frow} and {row} list the same video {key} with different "
                     f"labels ({fname!r} and {name!r}){also}; fix one of the two rows"
                 )
-            excluded.append({"row": row, "path": path, "label": name,
-                             "reason": f"duplicate of row {frow}"})  # fmt: skip
+            excluded.append(
+                {"row": row, "path": path, "label": name, "reason": f"duplicate of row {frow}"}
+            )
         else:
             first_row[key] = (row, int(label), name, path)
             keep.append(i)
@@ -231,15 +240,29 @@ def probe_videos(
     for i, result in enumerate(probes):
         if isinstance(result, str):
             rec = table.iloc[i]
-            excluded.append({"row": int(rec["row"]), "path": rec["path"],
-                             "label": rec["label_name"], "reason": result})  # fmt: skip
+            excluded.append(
+                {
+                    "row": int(rec["row"]),
+                    "path": rec["path"],
+                    "label": rec["label_name"],
+                    "reason": result,
+                }
+            )
         else:
             usable.append(i)
     meta = table.iloc[usable].reset_index(drop=True)
     for key in PROBE_KEYS:
         meta[key] = [probes[i][key] for i in usable]
-    meta = meta.astype({"label": "int8", "frames": "int64", "fps": "float64", "width": "int64",
-                        "height": "int64", "duration": "float64"})[METADATA_COLUMNS]  # fmt: skip
+    meta = meta.astype(
+        {
+            "label": "int8",
+            "frames": "int64",
+            "fps": "float64",
+            "width": "int64",
+            "height": "int64",
+            "duration": "float64",
+        }
+    )[METADATA_COLUMNS]
     excl = pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS).sort_values("row", kind="stable")
     return meta, excl
 
@@ -278,9 +301,16 @@ def load_metadata(
         )
     write_tsv(out_excluded, excl)
     write_parquet(out_metadata, meta)
-    log.info("metadata: %d usable videos (%s=%d, %s=%d), %d excluded (%s)", len(meta),
-             class_names[1], counts[1], class_names[0], counts[0], len(excl),
-             _summary(excl["reason"]))  # fmt: skip
+    log.info(
+        "metadata: %d usable videos (%s=%d, %s=%d), %d excluded (%s)",
+        len(meta),
+        class_names[1],
+        counts[1],
+        class_names[0],
+        counts[0],
+        len(excl),
+        _summary(excl["reason"]),
+    )
     return meta
 
 
@@ -365,8 +395,9 @@ class _DecodeCache:
     its index is never read with the wrong index.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None, settings: str,
-                 clip_shape: tuple[int, ...]) -> None:  # fmt: skip
+    def __init__(
+        self, cache_dir: str | os.PathLike[str] | None, settings: str, clip_shape: tuple[int, ...]
+    ) -> None:
         self.dir = Path(cache_dir) if cache_dir else None
         self.settings, self.clip_shape = settings, clip_shape
         self.rows: dict[Identity, tuple[int, bool, str]] = {}
@@ -420,8 +451,10 @@ class _DecodeCache:
         df = pd.DataFrame(records, columns=CACHE_COLUMNS[:-2]).assign(
             settings=self.settings, array=name
         )
-        write_parquet(self.dir / CACHE_INDEX, df.astype({"size": "int64", "mtime_ns": "int64",
-                                                        "clip_row": "int64"}))  # fmt: skip
+        write_parquet(
+            self.dir / CACHE_INDEX,
+            df.astype({"size": "int64", "mtime_ns": "int64", "clip_row": "int64"}),
+        )
         for old in self.dir.glob("clips-*.npy"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -467,8 +500,10 @@ def build_clip_cache(
     workers = max(1, int(workers))
     entry_shape = clip_shape(view)  # one video: (T, S, S, 3) or (C, T, S, S, 3)
     clip_bytes = int(np.prod(entry_shape))
-    tasks = [(p, int(f), num_frames, size, short_videos, resize, clips_per_video, frame_stride)
-             for p, f in zip(meta["path"], meta["frames"], strict=True)]  # fmt: skip
+    tasks = [
+        (p, int(f), num_frames, size, short_videos, resize, clips_per_video, frame_stride)
+        for p, f in zip(meta["path"], meta["frames"], strict=True)
+    ]
     cache = _DecodeCache(cache_dir, decode_settings(view), entry_shape)
     identities = [_identity(str(p)) for p in meta["path"]]
     hits = [cache.get(ident) for ident in identities]
@@ -498,13 +533,26 @@ def build_clip_cache(
                         raise DataError(f"{cache.array}: decode cache array is cut short")
             if identities[i] is not None:
                 path, vsize, mtime_ns = identities[i]
-                records.append({"path": path, "size": vsize, "mtime_ns": mtime_ns,
-                                "clip_row": len(ok_rows) if data else -1,
-                                "padded": bool(padded), "reason": reason})  # fmt: skip
+                records.append(
+                    {
+                        "path": path,
+                        "size": vsize,
+                        "mtime_ns": mtime_ns,
+                        "clip_row": len(ok_rows) if data else -1,
+                        "padded": bool(padded),
+                        "reason": reason,
+                    }
+                )
             if not data:
                 rec = meta.iloc[i]
-                excluded.append({"row": int(str(rec["video_id"])[1:]), "path": rec["path"],
-                                 "label": rec["label_name"], "reason": reason})  # fmt: skip
+                excluded.append(
+                    {
+                        "row": int(str(rec["video_id"])[1:]),
+                        "path": rec["path"],
+                        "label": rec["label_name"],
+                        "reason": reason,
+                    }
+                )
                 continue
             os.pwrite(fh.fileno(), data, offset + len(ok_rows) * clip_bytes)
             ok_rows.append(i)
@@ -532,11 +580,20 @@ def build_clip_cache(
     write_parquet(out_index, recorded)
     cache.save(out_clips, records)
     n_reused = len(meta) - len(misses)
-    log.info("clip cache: %d clips %s (%d padded), %d failed to decode (%s)", len(index),
-             entry_shape, int(index["padded"].sum()), len(excluded),
-             _summary(e["reason"] for e in excluded))  # fmt: skip
-    log.info("decoded %d video(s), reused %d unchanged from the previous run%s", len(misses),
-             n_reused, "" if cache_dir else " (no cache)")  # fmt: skip
+    log.info(
+        "clip cache: %d clips %s (%d padded), %d failed to decode (%s)",
+        len(index),
+        entry_shape,
+        int(index["padded"].sum()),
+        len(excluded),
+        _summary(e["reason"] for e in excluded),
+    )
+    log.info(
+        "decoded %d video(s), reused %d unchanged from the previous run%s",
+        len(misses),
+        n_reused,
+        "" if cache_dir else " (no cache)",
+    )
     index.attrs.update(decoded=len(misses), reused=n_reused)
     return index
 

@@ -353,8 +353,11 @@ def _read_folders(
 
 
 _READERS: dict[str, Reader] = {
-    "table": _read_table, "fvc": _read_fvc, "list": _read_list, "folders": _read_folders,
-}  # fmt: skip
+    "table": _read_table,
+    "fvc": _read_fvc,
+    "list": _read_list,
+    "folders": _read_folders,
+}
 
 
 def detect_format(path: Path) -> str:

@@ -139,9 +139,15 @@ def decode_videos(
     with tempfile.TemporaryDirectory(dir=Path(out_excluded).parent) as tmp:
         decode_excl = Path(tmp) / "decode_excluded.tsv"
         index = build_clip_cache(
-            out_metadata, out_clips, out_index, decode_excl, data_cfg,
-            workers=workers, min_per_class=0, cache_dir=cache_dir,
-        )  # fmt: skip
+            out_metadata,
+            out_clips,
+            out_index,
+            decode_excl,
+            data_cfg,
+            workers=workers,
+            min_per_class=0,
+            cache_dir=cache_dir,
+        )
         excl = _write_excluded(
             out_excluded,
             [
@@ -175,9 +181,16 @@ def prepare_predict_set(
     try:
         table = read_metadata_source(spec["metadata"], cfg, labels=False)
         return decode_videos(
-            table, cfg, str(spec["metadata"]), out_metadata, out_clips, out_index,
-            out_excluded, workers=workers, cache_dir=cache_dir,
-        )  # fmt: skip
+            table,
+            cfg,
+            str(spec["metadata"]),
+            out_metadata,
+            out_clips,
+            out_index,
+            out_excluded,
+            workers=workers,
+            cache_dir=cache_dir,
+        )
     except DataError as exc:
         raise DataError(f"predict.sets.{name}: {exc}") from None
 
@@ -396,8 +409,18 @@ def predict_set(
     labelled = bool(len(table)) and bool((table["label"] >= 0).all())
     model_cols = [c for c in table.columns if c.startswith("p_") and c != "p_fake"]
     table["label"] = table["label"].astype("Int8").where(table["label"] >= 0, pd.NA)
-    cols = ["video_id", "path", "label", "label_name", "group", "padded",
-            *model_cols, "p_fake", "decision", "threshold"]  # fmt: skip
+    cols = [
+        "video_id",
+        "path",
+        "label",
+        "label_name",
+        "group",
+        "padded",
+        *model_cols,
+        "p_fake",
+        "decision",
+        "threshold",
+    ]
     excl = pd.read_csv(excluded, sep="\t", dtype={"label": str}, keep_default_na=False)
     result: dict[str, Any] = {
         "set": name,
@@ -420,9 +443,14 @@ def predict_set(
     write_json(out_metrics, result)
     log.info(
         "predict set %s: %d videos scored by %d model(s), %d excluded; threshold %.4f (%s)%s",
-        name, len(table), len(model_cols), len(excl), threshold, origin,
+        name,
+        len(table),
+        len(model_cols),
+        len(excl),
+        threshold,
+        origin,
         f"; ROC-AUC {result['roc_auc']}, accuracy {result['accuracy']}" if labelled else "",
-    )  # fmt: skip
+    )
     return result
 
 
@@ -491,14 +519,21 @@ def predict_files(
         Path(run_dir) / "summary.json",
         sorted(Path(run_dir).glob("fold_*/predictions.parquet")),
     )
-    table = pd.DataFrame({"row": np.arange(1, len(files) + 1),
-                          "path": [os.path.abspath(f) for f in files]})  # fmt: skip
+    table = pd.DataFrame(
+        {"row": np.arange(1, len(files) + 1), "path": [os.path.abspath(f) for f in files]}
+    )
     with tempfile.TemporaryDirectory(prefix="fvc_predict_") as tmp:
         t = Path(tmp)
         index, excl = decode_videos(
-            table, settings, "command line", t / "metadata.parquet", t / "clips.npy",
-            t / "clips.parquet", t / "excluded.tsv", workers=workers,
-        )  # fmt: skip
+            table,
+            settings,
+            "command line",
+            t / "metadata.parquet",
+            t / "clips.npy",
+            t / "clips.parquet",
+            t / "excluded.tsv",
+            workers=workers,
+        )
         scored = decide(score(index, t / "clips.npy", models, device, batch_size), threshold)
     model_cols = [c for c in scored.columns if c.startswith("p_")]
     out = table[["row", "path"]].merge(
@@ -536,8 +571,12 @@ def predict_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("run", help="the experiment folder, runs/<exp>")
     p.add_argument("videos", nargs="+", help="video files")
-    p.add_argument("--model", choices=MODEL_KINDS, default="ensemble",
-                   help="fold models averaged (default) or the refit final model")  # fmt: skip
+    p.add_argument(
+        "--model",
+        choices=MODEL_KINDS,
+        default="ensemble",
+        help="fold models averaged (default) or the refit final model",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--batch-size", type=int, default=default("train", "batch_size"))
     p.add_argument("--workers", type=int, default=1, help="decoder processes")

@@ -138,9 +138,13 @@ def _log_fold_changes(previous_path: Path, splits: pd.DataFrame) -> None:
     log.info(
         "fold changes vs the previous splits.parquet: %d of %d videos changed fold, %d kept "
         "their fold, %d new, %d gone%s",
-        c["moved"], c["moved"] + c["kept"], c["kept"], c["new"], c["gone"],
+        c["moved"],
+        c["moved"] + c["kept"],
+        c["kept"],
+        c["new"],
+        c["gone"],
         "" if any(c[k] for k in ("moved", "new", "gone")) else " (same folds)",
-    )  # fmt: skip
+    )
 
 
 def split_dataset(

@@ -547,8 +547,10 @@ def decode_windows(
             if clips_per_video == 1 and not frame_stride:
                 need = f"num_frames={num_frames}"
             else:
-                need = (f"{clips_per_video} window(s) of num_frames={num_frames} without "
-                        f"repeating a frame")  # fmt: skip
+                need = (
+                    f"{clips_per_video} window(s) of num_frames={num_frames} without "
+                    f"repeating a frame"
+                )
             raise VideoError(path, f"too short: {n_frames} frames < {need}")
         wanted = sorted(set(indices.ravel().tolist()))
         got = None

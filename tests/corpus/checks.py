@@ -34,8 +34,12 @@ def check_exclusions(meta: Metadata, excluded: Path, decode_excluded: Path) -> N
 def usable_files(meta: Metadata, root: Path) -> set[str]:
     """Real paths of the files that must reach the clip cache and the splits."""
     usable = {name for row, name in meta.rows.items() if row not in meta.expected}
-    return {os.path.realpath(root / label / name) for name in usable for label in ("real", "fake")
-            if (root / label / name).exists()}  # fmt: skip
+    return {
+        os.path.realpath(root / label / name)
+        for name in usable
+        for label in ("real", "fake")
+        if (root / label / name).exists()
+    }
 
 
 def real_paths(paths: pd.Series) -> set[str]:

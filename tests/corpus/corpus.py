@@ -63,19 +63,21 @@ GOOD = [
     Case("hevc.mkv", "fake", "c1", make={"codec": "hevc", "frames": 20}),
     Case("vp9.webm", "real", "c2", make={"codec": "vp9", "frames": 20}),
     Case("mpeg4.avi", "fake", "c2", make={"codec": "mpeg4", "w": 97, "h": 61}),
-    Case("mjpeg.mov", "real", "c3",
-         make={"codec": "mjpeg", "w": 97, "h": 61, "pix_fmt": "yuvj420p"}),
+    Case(
+        "mjpeg.mov", "real", "c3", make={"codec": "mjpeg", "w": 97, "h": 61, "pix_fmt": "yuvj420p"}
+    ),
     Case("odd_97x61.mp4", "fake", "c3", make={"w": 97, "h": 61, "pix_fmt": "yuv444p"}),
     Case("hd_1080p.mp4", "real", "c4", make={"w": 1920, "h": 1080, "frames": 6}),
     Case("long_5000.mp4", "fake", "c4", make={"w": 16, "h": 16, "frames": 5000, "gop_size": 50}),
     Case("rotated.mp4", "real", "c5", make={"rotation": 90}),
     Case("gray.mp4", "fake", "c5", make={"pix_fmt": "gray"}),
     Case("vfr.mp4", "real", "c6", make={"frames": 12, "pts_ms": VFR_PTS_MS}),
-    Case("ffv1_gray.mkv", "fake", "c6",
-         make={"codec": "ffv1", "w": 97, "h": 61, "pix_fmt": "gray"}),
+    Case(
+        "ffv1_gray.mkv", "fake", "c6", make={"codec": "ffv1", "w": 97, "h": 61, "pix_fmt": "gray"}
+    ),
     Case("faststart.mp4", "real", "c7", make={"faststart": True}),
     Case("one_frame.mp4", "fake", "c7", short=True, make={"frames": 1}),
-]  # fmt: skip
+]
 
 BROKEN = [
     Case("missing.mp4", "real", "b1", "probe", "missing file"),
@@ -116,8 +118,11 @@ def build_corpus(root: Path) -> Path:
     files["readme.txt"].write_text("this is not a video\n" * 50)
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(files["photo.jpg"])
     write_audio_only(files["audio_only.mp4"])
-    for src, name in ((plain, "truncated_moov.mp4"), (fast, "truncated_faststart.mp4"),
-                      (mkv, "truncated_mkv.mkv")):  # fmt: skip
+    for src, name in (
+        (plain, "truncated_moov.mp4"),
+        (fast, "truncated_faststart.mp4"),
+        (mkv, "truncated_mkv.mkv"),
+    ):
         data = src.read_bytes()
         files[name].write_bytes(data[: len(data) // 2])
     write_bitflipped(plain, files["bitflip.mp4"])
@@ -162,14 +167,23 @@ def write_metadata(fmt: str, root: Path, dest: Path, short_videos: str = "pad") 
     with a wildcard pattern (downloaders choose the extension), the list uses 0/1 labels.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"root": str(root), "num_frames": NUM_FRAMES,
-                            "short_videos": short_videos, "positive_label": "fake",
-                            "group_column": "group"}  # fmt: skip
+    data: dict[str, Any] = {
+        "root": str(root),
+        "num_frames": NUM_FRAMES,
+        "short_videos": short_videos,
+        "positive_label": "fake",
+        "group_column": "group",
+    }
     listed = [*CASES, DUPLICATE_OF]
     rows = {i: c.name for i, c in enumerate(listed, 1)}
     dup_row, first_row = len(listed), 1
-    table = pd.DataFrame({"path": [c.rel for c in listed], "label": [c.label for c in listed],
-                          "group": [c.group for c in listed]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "path": [c.rel for c in listed],
+            "label": [c.label for c in listed],
+            "group": [c.group for c in listed],
+        }
+    )
     if fmt == "csv":
         path = dest / "metadata.csv"
         table.to_csv(path, index=False)
@@ -184,11 +198,13 @@ def write_metadata(fmt: str, root: Path, dest: Path, short_videos: str = "pad") 
         data["group_column"] = "source"
     elif fmt == "fvc":
         path = dest / "FVC.csv"
-        pd.DataFrame({
-            "cascade_id": [c.group for c in listed],
-            "video_url": [f"https://www.youtube.com/watch?v={c.stem}" for c in listed],
-            "label": [c.label for c in listed],
-        }).to_csv(path, index=False)  # fmt: skip
+        pd.DataFrame(
+            {
+                "cascade_id": [c.group for c in listed],
+                "video_url": [f"https://www.youtube.com/watch?v={c.stem}" for c in listed],
+                "label": [c.label for c in listed],
+            }
+        ).to_csv(path, index=False)
         data["fvc_filename"] = "*/{url_id}.*"
     elif fmt == "list":
         path = dest / "train_list.txt"

@@ -33,11 +33,22 @@ SIZE = 32
 
 def _run(meta: Metadata, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """load_metadata + build_clip_cache into ``out``, as the load_data and preprocess rules do."""
-    md = load_metadata(meta.data, meta.path, out / "metadata.parquet", out / "excluded.tsv",
-                       min_per_class=2, workers=2)  # fmt: skip
-    index = build_clip_cache(out / "metadata.parquet", out / "clips.npy", out / "clips.parquet",
-                             out / "decode_excluded.tsv", {**meta.data, "size": SIZE},
-                             workers=2)  # fmt: skip
+    md = load_metadata(
+        meta.data,
+        meta.path,
+        out / "metadata.parquet",
+        out / "excluded.tsv",
+        min_per_class=2,
+        workers=2,
+    )
+    index = build_clip_cache(
+        out / "metadata.parquet",
+        out / "clips.npy",
+        out / "clips.parquet",
+        out / "decode_excluded.tsv",
+        {**meta.data, "size": SIZE},
+        workers=2,
+    )
     return md, index
 
 
@@ -136,7 +147,13 @@ def test_every_good_kind_is_probed_and_decodes_the_sampled_frames(corpus: Path, 
 def test_broken_kinds_cover_the_issue_list() -> None:
     """Guard the corpus itself: every kind of breakage the corpus promises is present."""
     reasons = {c.reason for c in BROKEN}
-    assert {"missing file", "empty file", "not a video", "no video stream", "undecodable",
-            "truncated"} <= reasons  # fmt: skip
+    assert {
+        "missing file",
+        "empty file",
+        "not a video",
+        "no video stream",
+        "undecodable",
+        "truncated",
+    } <= reasons
     assert {c.stage for c in BROKEN} == {"probe", "decode"}
     assert any(c.short for c in GOOD)

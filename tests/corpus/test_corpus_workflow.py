@@ -91,8 +91,9 @@ def test_fvc_cascades_never_straddle_train_and_validation(
     fvc = pd.read_csv(fvc_meta.path, dtype=str)
     # The group is FVC's cascade_id of the row the video came from.
     cascade = dict(zip(range(1, len(fvc) + 1), fvc["cascade_id"], strict=True))
-    assert all(g == cascade[int(v[1:])] for v, g in zip(meta["video_id"], meta["group"],
-                                                        strict=True))  # fmt: skip
+    assert all(
+        g == cascade[int(v[1:])] for v, g in zip(meta["video_id"], meta["group"], strict=True)
+    )
     assert splits["group"].nunique() >= N_SPLITS["fvc"]
     for k in range(N_SPLITS["fvc"]):
         val = set(splits.loc[splits["fold"] == k, "group"])
@@ -118,8 +119,9 @@ def test_full_run_trains_and_predicts_only_usable_videos(
     predicted: set[str] = set()
     for k in range(N_SPLITS["csv"]):
         manifest = pd.read_parquet(run / f"fold_{k}/augment/manifest.parquet")
-        assert set(manifest["video_id"]) <= usable - set(splits.loc[splits["fold"] == k,
-                                                                    "video_id"])  # fmt: skip
+        assert set(manifest["video_id"]) <= usable - set(
+            splits.loc[splits["fold"] == k, "video_id"]
+        )
         preds = pd.read_parquet(run / f"fold_{k}/predictions.parquet")
         assert set(preds["video_id"]) == set(splits.loc[splits["fold"] == k, "video_id"])
         predicted |= set(preds["video_id"])
@@ -133,8 +135,14 @@ def test_changing_train_settings_never_changes_folds(project: Path, run_format: 
     run = project / "runs/corpus_csv"
     before = (run / "splits.parquet").read_bytes()
     overlay = yaml.safe_load((project / "csv.yaml").read_text())
-    overlay["train"] = {"epochs": 3, "lr": 0.01, "batch_size": 2, "seed": 5,
-                        "sampler": "balanced", "class_weights": "auto"}  # fmt: skip
+    overlay["train"] = {
+        "epochs": 3,
+        "lr": 0.01,
+        "batch_size": 2,
+        "seed": 5,
+        "sampler": "balanced",
+        "class_weights": "auto",
+    }
     overlay["augment"] = {"copies": 2, "seed": 3}
     (project / "csv_train.yaml").write_text(yaml.safe_dump(overlay))
     jobs = planned_jobs(project, overlays=("csv_train.yaml",))
@@ -142,8 +150,13 @@ def test_changing_train_settings_never_changes_folds(project: Path, run_format: 
     assert any(j.startswith("train") for j in jobs)
     mtime = (run / "splits.parquet").stat().st_mtime_ns
     # The target goes first: --forcerun takes every following word as a rule name.
-    snakemake(project, "runs/corpus_csv/splits.parquet", "--forcerun", "split",
-              overlays=("csv_train.yaml",))  # fmt: skip
+    snakemake(
+        project,
+        "runs/corpus_csv/splits.parquet",
+        "--forcerun",
+        "split",
+        overlays=("csv_train.yaml",),
+    )
     assert (run / "splits.parquet").stat().st_mtime_ns > mtime  # really rewritten
     assert (run / "splits.parquet").read_bytes() == before
 
@@ -154,8 +167,9 @@ def test_two_labels_for_one_file_stop_the_workflow_naming_both_rows(
     meta = write_metadata("csv", corpus, project / "metadata/conflict", "exclude")
     _, first, second = add_conflict("csv", meta, corpus)
     overlay = _overlay(project, "csv", meta, name="conflict")
-    proc = snakemake(project, "runs/corpus_conflict/splits.parquet", overlays=(overlay,),
-                     check=False)  # fmt: skip
+    proc = snakemake(
+        project, "runs/corpus_conflict/splits.parquet", overlays=(overlay,), check=False
+    )
     assert proc.returncode != 0
     log = (project / "runs/corpus_conflict/logs/load_data.log").read_text()
     assert f"rows {first} and {second} list the same video" in log

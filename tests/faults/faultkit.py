@@ -62,11 +62,29 @@ class Trainer:
     def args(self) -> list[str]:
         fi = fold_inputs(self.inputs)
         return [
-            "--config", str(self.root / "config.yaml"), "--fold", "0", "--clips", fi.clips,
-            "--index", fi.index, "--splits", fi.splits, "--aug-clips", fi.aug_clips,
-            "--aug-manifest", fi.aug_manifest, "--out-dir", str(self.root / "out"),
-            "--checkpoint-dir", str(self.ck), "--threads", "1", "--device", "cpu",
-        ]  # fmt: skip
+            "--config",
+            str(self.root / "config.yaml"),
+            "--fold",
+            "0",
+            "--clips",
+            fi.clips,
+            "--index",
+            fi.index,
+            "--splits",
+            fi.splits,
+            "--aug-clips",
+            fi.aug_clips,
+            "--aug-manifest",
+            fi.aug_manifest,
+            "--out-dir",
+            str(self.root / "out"),
+            "--checkpoint-dir",
+            str(self.ck),
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+        ]
 
     def start(self, prefix: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
         """A new attempt, logging to log_<n>.txt (``prefix`` replaces ``-m fvc.cli train``)."""
@@ -80,9 +98,12 @@ class Trainer:
             str(self.log),
         ]
         return subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
 
     def run(self, timeout: float = 240) -> subprocess.CompletedProcess:
         proc = self.start()

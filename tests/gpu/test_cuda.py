@@ -78,8 +78,15 @@ def test_autocast_and_grad_scaler_on_cuda(inputs, precision: str) -> None:
     model = build_model({"name": "small3d"}).to(CUDA)
     seen: list[torch.dtype] = []
     model.features[0].register_forward_hook(lambda m, a, out: seen.append(out.dtype))
-    tc = {"lr": 1e-3, "weight_decay": 0.0, "scheduler": "none", "precision": precision,
-          "batch_size": 8, "class_weights": "none", "epochs": 1}  # fmt: skip
+    tc = {
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "scheduler": "none",
+        "precision": precision,
+        "batch_size": 8,
+        "class_weights": "none",
+        "epochs": 1,
+    }
     run = new_run(model, tc, CUDA, data.train.labels, MemoryPolicy(), None, input_norm(CUDA))
     loss = forward_backward(run, x.pin_memory(), y.pin_memory(), 4)
     apply_update(run)
@@ -134,13 +141,29 @@ def test_background_checkpoint_of_cuda_tensors_is_a_snapshot(tmp_path) -> None:
 
 def test_gpu_check_on_cuda_real_oom_and_kill_resume() -> None:
     """bench/gpu_check.py at a reduced size: a real CUDA OOM and a SIGKILL + resume on CUDA."""
-    cmd = [sys.executable, str(REPO / "bench/gpu_check.py"), "--device", "cuda", "--model",
-           "r3d_18", "--frames", "8", "--size", "112", "--batch", "8", "--steps", "4",
-           "--reps", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "bench/gpu_check.py"),
+        "--device",
+        "cuda",
+        "--model",
+        "r3d_18",
+        "--frames",
+        "8",
+        "--size",
+        "112",
+        "--batch",
+        "8",
+        "--steps",
+        "4",
+        "--reps",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
-    b = re.search(r"^\(b\) OOM \(real CUDA OOM.*: (\d+) OOM .*micro-batch 8 -> (\d+).*finished$",
-                  out, re.M)  # fmt: skip
+    b = re.search(
+        r"^\(b\) OOM \(real CUDA OOM.*: (\d+) OOM .*micro-batch 8 -> (\d+).*finished$", out, re.M
+    )
     assert b and int(b.group(1)) >= 1 and int(b.group(2)) < 8, out
     assert "resumed at the exact batch" in out and "(e) peak CUDA memory" in out, out

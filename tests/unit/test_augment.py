@@ -68,8 +68,15 @@ def test_fold_outputs_contract(tmp_path: Path) -> None:
     aug, man, out_clips = _run(tmp_path, clips_path, splits_path, fold, CFG)
     train = splits[splits["fold"] != fold]
     assert aug.dtype == np.uint8 and aug.shape == (len(train) * 2, T, S, S, 3)
-    assert list(man.columns) == ["aug_row", "video_id", "clip_row", "copy", "window", "label",
-                                 "ops"]  # fmt: skip
+    assert list(man.columns) == [
+        "aug_row",
+        "video_id",
+        "clip_row",
+        "copy",
+        "window",
+        "label",
+        "ops",
+    ]
     assert (man["window"] == 0).all()  # one window per video
     assert man["aug_row"].tolist() == list(range(len(man)))
     # Only training videos of the fold, each exactly `copies` times, labels/clip_rows carried over.

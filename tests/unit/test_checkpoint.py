@@ -90,8 +90,14 @@ def test_fingerprint_tracks_maths_not_bookkeeping(tmp_path) -> None:
     model, train = {"name": "small3d"}, {"lr": 0.01, "epochs": 3, "checkpoint_every_n_batches": 5}
     base = ckpt.fingerprint(0, model, train, {"clips": data})
     assert base == ckpt.fingerprint(0, model, train, {"clips": data})
-    for key in ("checkpoint_every_n_batches", "checkpoint_every_s", "time_margin_s",
-                "keep_epoch_checkpoints", "device", "num_workers"):  # fmt: skip
+    for key in (
+        "checkpoint_every_n_batches",
+        "checkpoint_every_s",
+        "time_margin_s",
+        "keep_epoch_checkpoints",
+        "device",
+        "num_workers",
+    ):
         assert base == ckpt.fingerprint(0, model, {**train, key: 99}, {"clips": data}), key
     assert base != ckpt.fingerprint(1, model, train, {"clips": data})
     assert base != ckpt.fingerprint(0, model, {**train, "lr": 0.02}, {"clips": data})

@@ -69,14 +69,14 @@ def test_window_indices_spread_and_stride() -> None:
     assert window_indices(80, 8, 1, 0).tolist() == [sample_indices(80, 8).tolist()]
     assert window_indices(24, 4, 3).tolist() == [[1, 3, 5, 7], [9, 11, 13, 15], [17, 19, 21, 23]]
     # stride 2: 4 frames 2 apart, centred on each third of the video, kept inside it
-    assert window_indices(24, 4, 3, 2).tolist() == [
-        [0, 2, 4, 6], [8, 10, 12, 14], [16, 18, 20, 22]
-    ]  # fmt: skip
+    assert window_indices(24, 4, 3, 2).tolist() == [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18, 20, 22]]
     assert window_indices(100, 4, 1, 3).tolist() == [[45, 48, 51, 54]]  # one window: the middle
     # too short for stride 4 (span 21 > 12 frames): the largest stride that fits (2)
     assert window_indices(12, 6, 3, 4).tolist() == [
-        [0, 2, 4, 6, 8, 10], [0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]
-    ]  # fmt: skip
+        [0, 2, 4, 6, 8, 10],
+        [0, 2, 4, 6, 8, 10],
+        [1, 3, 5, 7, 9, 11],
+    ]
     # fewer frames than num_frames: every window repeats frames like the one-window padding
     assert window_indices(5, 8, 2, 2).tolist() == [sample_indices(5, 8).tolist()] * 2
     with pytest.raises(ValueError, match="n_frames must be positive"):
@@ -85,18 +85,23 @@ def test_window_indices_spread_and_stride() -> None:
 
 @pytest.mark.parametrize(
     ("cfg", "key"),
-    [({"clips_per_video": 0}, "data.clips_per_video"), ({"clips_per_video": "2"},
-     "data.clips_per_video"), ({"clips_per_video": True}, "data.clips_per_video"),
-     ({"frame_stride": -1}, "data.frame_stride"), ({"frame_stride": 1.5}, "data.frame_stride")],
-)  # fmt: skip
+    [
+        ({"clips_per_video": 0}, "data.clips_per_video"),
+        ({"clips_per_video": "2"}, "data.clips_per_video"),
+        ({"clips_per_video": True}, "data.clips_per_video"),
+        ({"frame_stride": -1}, "data.frame_stride"),
+        ({"frame_stride": 1.5}, "data.frame_stride"),
+    ],
+)
 def test_bad_window_settings_name_the_key(cfg: dict, key: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=key):
         window_settings(cfg)
     md = tmp_path / "md.parquet"
     pd.DataFrame({"path": ["x"], "frames": [1]}).to_parquet(md)
     with pytest.raises(DataError, match=key):  # one line from the preprocess stage
-        build_clip_cache(md, tmp_path / "c.npy", tmp_path / "c.parquet", tmp_path / "x.tsv",
-                         {**DATA, **cfg})  # fmt: skip
+        build_clip_cache(
+            md, tmp_path / "c.npy", tmp_path / "c.parquet", tmp_path / "x.tsv", {**DATA, **cfg}
+        )
     assert not list(tmp_path.glob("c.*"))
     assert window_settings({}) == window_settings({"frame_stride": 0}) == (1, None)
 
@@ -163,8 +168,15 @@ def metadata(tmp_path: Path) -> Path:
 
 
 def _build(md: Path, out: Path, cache: Path | None = None, **cfg) -> pd.DataFrame:
-    return build_clip_cache(md, out / "clips.npy", out / "clips.parquet", out / "dx.tsv",
-                            {**DATA, **cfg}, workers=1, cache_dir=cache)  # fmt: skip
+    return build_clip_cache(
+        md,
+        out / "clips.npy",
+        out / "clips.parquet",
+        out / "dx.tsv",
+        {**DATA, **cfg},
+        workers=1,
+        cache_dir=cache,
+    )
 
 
 def test_single_window_clips_npy_is_byte_identical_to_the_one_clip_path(
@@ -181,8 +193,11 @@ def test_single_window_clips_npy_is_byte_identical_to_the_one_clip_path(
         ref.append(np.stack([got[i] for i in idx]))
     np.save(tmp_path / "ref.npy", np.stack(ref))
     expected = (tmp_path / "ref.npy").read_bytes()
-    for tag, cfg in [("absent", {}), ("one", {"clips_per_video": 1, "frame_stride": None}),
-                     ("zero", {"clips_per_video": 1, "frame_stride": 0})]:  # fmt: skip
+    for tag, cfg in [
+        ("absent", {}),
+        ("one", {"clips_per_video": 1, "frame_stride": None}),
+        ("zero", {"clips_per_video": 1, "frame_stride": 0}),
+    ]:
         _build(metadata, tmp_path / tag, **cfg)
         assert (tmp_path / tag / "clips.npy").read_bytes() == expected, tag
         # the key of caches written before clips_per_video existed (the workflow's decode
@@ -207,14 +222,21 @@ def test_windows_are_decoded_once_into_the_cache(metadata: Path, tmp_path: Path)
         windows, _ = decode_windows(row.path, 4, 16, row.frames, clips_per_video=2, frame_stride=2)
         assert np.array_equal(clips[row.clip_row], windows)
     # same settings: every video reused; changing C or the stride decodes everything again
-    assert _build(metadata, tmp_path / "again", cache, clips_per_video=2, frame_stride=2).attrs[
-        "reused"
-    ] == 6  # fmt: skip
+    assert (
+        _build(metadata, tmp_path / "again", cache, clips_per_video=2, frame_stride=2).attrs[
+            "reused"
+        ]
+        == 6
+    )
     assert (tmp_path / "again" / "clips.npy").read_bytes() == (
         tmp_path / "c2" / "clips.npy"
     ).read_bytes()
-    for cfg in ({"clips_per_video": 3, "frame_stride": 2}, {"clips_per_video": 3},
-                {}, {"frame_stride": 2}):  # fmt: skip
+    for cfg in (
+        {"clips_per_video": 3, "frame_stride": 2},
+        {"clips_per_video": 3},
+        {},
+        {"frame_stride": 2},
+    ):
         built = _build(metadata, tmp_path / "x", cache, **cfg)
         assert built.attrs["decoded"] == 6, cfg
     # open_clips sees both layouts as (N, C, T, S, S, 3)
@@ -233,10 +255,24 @@ def test_each_augmented_copy_augments_one_window(tmp_path: Path) -> None:
     ids, parity = [f"v{i}" for i in range(n)], [i % 2 for i in range(n)]
     splits = pd.DataFrame({"video_id": ids, "clip_row": range(n), "label": parity, "fold": parity})
     splits.to_parquet(tmp_path / "splits.parquet", index=False)
-    only_flip = {"copies": 3, "p_flip": 1.0, "p_affine": 0.0, "p_color": 0.0, "p_blur": 0.0,
-                 "p_noise": 0.0, "p_erase": 0.0, "p_temporal": 0.0}  # fmt: skip
-    man = augment_fold(tmp_path / "clips.npy", tmp_path / "splits.parquet", 0,
-                       tmp_path / "a.npy", tmp_path / "a.parquet", only_flip)  # fmt: skip
+    only_flip = {
+        "copies": 3,
+        "p_flip": 1.0,
+        "p_affine": 0.0,
+        "p_color": 0.0,
+        "p_blur": 0.0,
+        "p_noise": 0.0,
+        "p_erase": 0.0,
+        "p_temporal": 0.0,
+    }
+    man = augment_fold(
+        tmp_path / "clips.npy",
+        tmp_path / "splits.parquet",
+        0,
+        tmp_path / "a.npy",
+        tmp_path / "a.parquet",
+        only_flip,
+    )
     aug = np.load(tmp_path / "a.npy")
     assert aug.shape == (4 * 3, 4, 12, 12, 3)  # one window per copy: not x C
     assert pd.read_parquet(tmp_path / "a.parquet")["window"].tolist() == man["window"].tolist()
@@ -262,8 +298,12 @@ def test_window_draw_is_a_function_of_seed_fold_epoch() -> None:
     assert (epoch_windows(np.ones(7, int), 5, 0, 3) == 0).all()
     # the batch order does not depend on the windows
     labels = np.arange(50) % 2
-    assert all(np.array_equal(x, y) for x, y in zip(epoch_batches(labels, 4, 5, 0, 1),
-               epoch_batches(labels, 4, 5, 0, 1), strict=True))  # fmt: skip
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(
+            epoch_batches(labels, 4, 5, 0, 1), epoch_batches(labels, 4, 5, 0, 1), strict=True
+        )
+    )
 
 
 def test_video_scores_average_windows() -> None:
@@ -377,8 +417,9 @@ def test_resume_mid_epoch_is_bit_identical_with_windows(
 ) -> None:
     with pytest.raises(TrainingInterrupted, match="time budget"):
         # budget already used up: one step of epoch 1, checkpoint, stop
-        _fit(windowed, tmp_path, {"time_margin_s": 30}, runtime_min=1.0,
-             started_at=time.time() - 30)  # fmt: skip
+        _fit(
+            windowed, tmp_path, {"time_margin_s": 30}, runtime_min=1.0, started_at=time.time() - 30
+        )
     state = ckpt.load_checkpoint(tmp_path / "ck" / ckpt.LATEST)
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 1)
     _fit(windowed, tmp_path)

@@ -100,8 +100,10 @@ def test_bad_train_setting_is_named_and_nothing_is_published(
 
 def test_non_finite_predictions_fail_the_fold(inputs: FoldInputs, tmp_path: Path) -> None:
     """A model whose output is NaN (NaN weights from model.weights) cannot become best_model."""
-    nan_state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                 for k, v in build_model(SMALL).state_dict().items()}  # fmt: skip
+    nan_state = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in build_model(SMALL).state_dict().items()
+    }
     torch.save(nan_state, tmp_path / "nan.pt")
     with pytest.raises(TrainingFailed, match=r"epoch 1 produced non-finite predictions"):
         _fit(inputs, tmp_path, TRAIN, {**SMALL, "weights": str(tmp_path / "nan.pt")})

@@ -46,8 +46,9 @@ GOOD = [(f"videos/a{i}.mp4", "fake" if i % 2 else "real") for i in range(6)]
 
 
 def _load(tmp: Path, meta: Path, min_per_class: int = 2, **cfg: Any) -> pd.DataFrame:
-    return load_metadata({**DATA, **cfg}, meta, tmp / "out/metadata.parquet",
-                         tmp / "out/excluded.tsv", min_per_class)  # fmt: skip
+    return load_metadata(
+        {**DATA, **cfg}, meta, tmp / "out/metadata.parquet", tmp / "out/excluded.tsv", min_per_class
+    )
 
 
 def test_csv_is_loaded_probed_and_labelled(videos: Path, tmp_path: Path) -> None:
@@ -99,8 +100,13 @@ def test_broken_videos_are_excluded_with_reasons(
     assert reasons[len(rows)] == "duplicate of row 1"
     assert excluded["row"].tolist() == sorted(excluded["row"])
     # A video that only fails when its frames are decoded is excluded by the clip cache.
-    index = build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
-                             tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA)  # fmt: skip
+    index = build_clip_cache(
+        tmp_path / "out/metadata.parquet",
+        tmp_path / "c.npy",
+        tmp_path / "c.parquet",
+        tmp_path / "dx.tsv",
+        DATA,
+    )
     decode_excluded = pd.read_csv(tmp_path / "dx.tsv", sep="\t")
     assert list(decode_excluded.columns) == EXCLUDED_COLUMNS
     late = [k for k in kinds if broken_videos[k]["stage"] == "decode"]
@@ -184,8 +190,9 @@ def test_clip_cache_matches_decode_and_is_deterministic(videos: Path, tmp_path: 
     outs = []
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
-        index = build_clip_cache(md, d / "clips.npy", d / "clips.parquet", d / "dx.tsv", DATA,
-                                 workers=workers)  # fmt: skip
+        index = build_clip_cache(
+            md, d / "clips.npy", d / "clips.parquet", d / "dx.tsv", DATA, workers=workers
+        )
         outs.append((d / "clips.npy").read_bytes())
     assert outs[0] == outs[1]
     clips = np.load(tmp_path / "w1/clips.npy")
@@ -197,11 +204,22 @@ def test_clip_cache_matches_decode_and_is_deterministic(videos: Path, tmp_path: 
         expected, _ = decode_clip(row.path, 4, 16)
         assert np.array_equal(clips[row.clip_row], expected)
     with pytest.raises(DataError, match="fewer than min_per_class"):
-        build_clip_cache(md, tmp_path / "x.npy", tmp_path / "x.parquet", tmp_path / "x.tsv",
-                         {**DATA, "short_videos": "exclude"}, min_per_class=3)  # fmt: skip
+        build_clip_cache(
+            md,
+            tmp_path / "x.npy",
+            tmp_path / "x.parquet",
+            tmp_path / "x.tsv",
+            {**DATA, "short_videos": "exclude"},
+            min_per_class=3,
+        )
     assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x.*"))
-    excl = build_clip_cache(md, tmp_path / "y.npy", tmp_path / "y.parquet", tmp_path / "y.tsv",
-                            {**DATA, "short_videos": "exclude"})  # fmt: skip
+    excl = build_clip_cache(
+        md,
+        tmp_path / "y.npy",
+        tmp_path / "y.parquet",
+        tmp_path / "y.tsv",
+        {**DATA, "short_videos": "exclude"},
+    )
     assert len(excl) == 5 and np.load(tmp_path / "y.npy").shape[0] == 5
     assert np.array_equal(np.load(tmp_path / "y.npy"), clips[:5])
     assert pd.read_csv(tmp_path / "y.tsv", sep="\t")["reason"].str.startswith("too short").all()
@@ -224,8 +242,14 @@ def test_stages_log_progress_to_the_end(
     _table(GOOD).to_csv(meta, index=False)
     with caplog.at_level(logging.INFO, logger="fvc.data"):
         _load(tmp_path, meta, workers=2)
-        build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
-                         tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA, workers=2)  # fmt: skip
+        build_clip_cache(
+            tmp_path / "out/metadata.parquet",
+            tmp_path / "c.npy",
+            tmp_path / "c.parquet",
+            tmp_path / "dx.tsv",
+            DATA,
+            workers=2,
+        )
     lines = [r.getMessage() for r in caplog.records]
     for stage in ("probe", "decode"):
         assert f"{stage}: 6 videos on 2 worker process(es)" in lines
@@ -250,16 +274,24 @@ def test_unexpected_errors_stop_the_stage_naming_the_video(
     if stage == "probe":
         real = fvc.data.probe_video
         monkeypatch.setattr(fvc.data, "probe_video", boom)
-        with pytest.raises(DataError, match=r"a3\.mp4: unexpected TypeError while probing: "
-                                            r"something odd happened"):  # fmt: skip
+        with pytest.raises(
+            DataError,
+            match=r"a3\.mp4: unexpected TypeError while probing: "
+            r"something odd happened",
+        ):
             _load(tmp_path, meta, workers=2)  # forked workers inherit the patch
     else:
         _load(tmp_path, meta)
         real = fvc.data.decode_windows
         monkeypatch.setattr(fvc.data, "decode_windows", boom)
         with pytest.raises(DataError, match=r"a3\.mp4: unexpected TypeError while decoding"):
-            build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
-                             tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA)  # fmt: skip
+            build_clip_cache(
+                tmp_path / "out/metadata.parquet",
+                tmp_path / "c.npy",
+                tmp_path / "c.parquet",
+                tmp_path / "dx.tsv",
+                DATA,
+            )
         assert not (tmp_path / "c.npy").exists() and not (tmp_path / "c.parquet").exists()
 
 
@@ -272,7 +304,12 @@ def test_forked_decoders_after_decoding_in_the_parent_do_not_deadlock(
     _table(GOOD).to_csv(meta, index=False)
     _load(tmp_path, meta)
     decode_clip(videos / "videos/a0.mp4", 4, 16)  # the parent now holds a scaler
-    index = build_clip_cache(tmp_path / "out/metadata.parquet", tmp_path / "c.npy",
-                             tmp_path / "c.parquet", tmp_path / "dx.tsv", DATA,
-                             workers=2)  # fmt: skip
+    index = build_clip_cache(
+        tmp_path / "out/metadata.parquet",
+        tmp_path / "c.npy",
+        tmp_path / "c.parquet",
+        tmp_path / "dx.tsv",
+        DATA,
+        workers=2,
+    )
     assert len(index) == len(GOOD)

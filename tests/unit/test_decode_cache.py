@@ -47,14 +47,22 @@ def _metadata(root: Path, names: list[str], tag: str) -> Path:
 
 
 def _build(md: Path, out: Path, cache: Path | None, **cfg: Any) -> pd.DataFrame:
-    return build_clip_cache(md, out / "clips.npy", out / "clips.parquet", out / "dx.tsv",
-                            {**DATA, **cfg}, workers=2, cache_dir=cache)  # fmt: skip
+    return build_clip_cache(
+        md,
+        out / "clips.npy",
+        out / "clips.parquet",
+        out / "dx.tsv",
+        {**DATA, **cfg},
+        workers=2,
+        cache_dir=cache,
+    )
 
 
 def _same_outputs(a: Path, b: Path) -> None:
     assert (a / "clips.npy").read_bytes() == (b / "clips.npy").read_bytes()
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "clips.parquet"),
-                                  pd.read_parquet(b / "clips.parquet"))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(a / "clips.parquet"), pd.read_parquet(b / "clips.parquet")
+    )
     assert (a / "dx.tsv").read_text() == (b / "dx.tsv").read_text()
 
 

@@ -54,8 +54,11 @@ while not ((d / f"release-{os.getpid()}").exists() or (d / "release-all").exists
 def job_env(tmp_path: Path, n_gpus: int | None, **extra: str) -> dict[str, str]:
     """The test's environment without any GPU or SLURM variables, plus ``extra``;
     ``n_gpus`` fakes the machine's GPU count (None: no ``FVC_GPU_COUNT``)."""
-    env = {k: v for k, v in os.environ.items()
-           if k != "CUDA_VISIBLE_DEVICES" and not k.startswith(("SLURM_", "FVC_GPU_"))}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "CUDA_VISIBLE_DEVICES" and not k.startswith(("SLURM_", "FVC_GPU_"))
+    }
     src = str(REPO / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env["FVC_GPU_SLOT_DIR"] = str(tmp_path / "slots")

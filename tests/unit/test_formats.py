@@ -68,19 +68,25 @@ def test_fvc_filename_pattern_with_wildcard_extension(tmp_path: Path) -> None:
     _touch(root / "bbb.mp4")
     _touch(root / "bbb.json")
     csv = tmp_path / "FVC.csv"
-    pd.DataFrame({
-        "cascade_id": ["c1", "c1", "c2"],
-        "video_url": ["https://youtu.be/aaa", "https://www.youtube.com/watch?v=bbb",
-                      "https://youtu.be/ccc"],
-        "label": ["fake", "real", "fake"],
-    }).to_csv(csv, index=False)  # fmt: skip
-    table = read_metadata_source(csv, {"root": str(root), "fvc_filename": "{url_id}.*",
-                                       "group_column": "group"})  # fmt: skip
+    pd.DataFrame(
+        {
+            "cascade_id": ["c1", "c1", "c2"],
+            "video_url": [
+                "https://youtu.be/aaa",
+                "https://www.youtube.com/watch?v=bbb",
+                "https://youtu.be/ccc",
+            ],
+            "label": ["fake", "real", "fake"],
+        }
+    ).to_csv(csv, index=False)
+    table = read_metadata_source(
+        csv, {"root": str(root), "fvc_filename": "{url_id}.*", "group_column": "group"}
+    )
     assert table["path"].tolist() == [
         str(root / "aaa.webm"),
         str(root / "bbb.mp4"),
         str(root / "ccc.*"),
-    ]  # fmt: skip  (ccc: reported missing)
+    ]  # ccc: reported missing
     assert table["group"].tolist() == ["c1", "c1", "c2"]
     assert table["row"].tolist() == [1, 2, 3]
     _touch(root / "aaa.mp4")  # now two videos match row 1: picking one could swap videos
@@ -90,8 +96,14 @@ def test_fvc_filename_pattern_with_wildcard_extension(tmp_path: Path) -> None:
 
 def test_fvc_path_column_and_other_columns_in_the_pattern(tmp_path: Path) -> None:
     csv = tmp_path / "FVC.csv"
-    pd.DataFrame({"cascade_id": [3], "video_url": ["https://youtu.be/q"], "label": ["real"],
-                  "platform": ["YouTube"]}).to_csv(csv, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "cascade_id": [3],
+            "video_url": ["https://youtu.be/q"],
+            "label": ["real"],
+            "platform": ["YouTube"],
+        }
+    ).to_csv(csv, index=False)
     table = read_metadata_source(csv, {"fvc_filename": "{platform}/{cascade_id}_{row}.mp4"})
     assert table["path"].tolist() == [str(tmp_path / "YouTube/3_1.mp4")]
     with_path = tmp_path / "FVC_paths.csv"
@@ -106,8 +118,10 @@ def test_list_file_rows_are_line_numbers_and_paths_may_hold_spaces(tmp_path: Pat
     lst.write_text("# MMAction2 list\n\nclips/my video.mp4 1\n  clips/b.mp4   0  \n")
     table = read_metadata_source(lst, {})
     assert table["row"].tolist() == [3, 4]
-    assert table["path"].tolist() == [str(tmp_path / "clips/my video.mp4"),
-                                      str(tmp_path / "clips/b.mp4")]  # fmt: skip
+    assert table["path"].tolist() == [
+        str(tmp_path / "clips/my video.mp4"),
+        str(tmp_path / "clips/b.mp4"),
+    ]
     assert table["label"].tolist() == ["1", "0"]
     lst.write_text("a.mp4 1\nlonely\n")
     with pytest.raises(DataError, match=r"val\.txt: line 2: expected 'path label'"):
@@ -124,8 +138,11 @@ def test_folders_list_videos_and_broken_links_only(tmp_path: Path) -> None:
     _touch(root / ".cache/x.mp4")  # hidden folder: not a class
     table = read_metadata_source(root, {})
     assert [os.path.relpath(p, root) for p in table["path"]] == [
-        "fake/b.mp4", "fake/sub/c.MKV", "real/a.webm", "real/gone.mp4"
-    ]  # fmt: skip
+        "fake/b.mp4",
+        "fake/sub/c.MKV",
+        "real/a.webm",
+        "real/gone.mp4",
+    ]
     assert table["label"].tolist() == ["fake", "fake", "real", "real"]
     _touch(root / "unsure/d.mp4")
     with pytest.raises(DataError, match=r"expected 2 class folders with videos .* found 3"):
@@ -135,8 +152,9 @@ def test_folders_list_videos_and_broken_links_only(tmp_path: Path) -> None:
 def test_relative_paths_resolve_against_root_or_the_metadata_folder(tmp_path: Path) -> None:
     csv = tmp_path / "meta/m.csv"
     csv.parent.mkdir()
-    pd.DataFrame({"path": ["a.mp4", "/abs/b.mp4"], "label": ["real", "fake"],
-                  "row": [9, 9]}).to_csv(csv, index=False)  # fmt: skip
+    pd.DataFrame(
+        {"path": ["a.mp4", "/abs/b.mp4"], "label": ["real", "fake"], "row": [9, 9]}
+    ).to_csv(csv, index=False)
     table = read_metadata_source(csv, {})
     assert table["path"].tolist() == [str(tmp_path / "meta/a.mp4"), "/abs/b.mp4"]
     assert table["row"].tolist() == [1, 2]  # a user column called 'row' does not leak in

@@ -26,8 +26,12 @@ def test_gpu_check_quick_on_cpu_prints_all_five_figures() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = re.search(r"^\(a\) loop/bare throughput: ([\d.]+) \(loop ([\d.]+) clips/s", out, re.M)
     assert a and 0.05 < float(a.group(1)) < 20 and float(a.group(2)) > 0, out  # noisy: load
-    b = re.search(r"^\(b\) OOM .*: (\d+) OOM error\(s\), micro-batch 8 -> (\d+), effective "
-                  r"batch 8 .*fold finished$", out, re.M)  # fmt: skip
+    b = re.search(
+        r"^\(b\) OOM .*: (\d+) OOM error\(s\), micro-batch 8 -> (\d+), effective "
+        r"batch 8 .*fold finished$",
+        out,
+        re.M,
+    )
     assert b and int(b.group(1)) >= 1 and int(b.group(2)) < 8, out
     c = re.search(
         r"^\(c\) SIGKILL \(exit -9\) with the checkpoint at epoch \d batch (\d+) of 12, rerun on "

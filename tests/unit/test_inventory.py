@@ -123,11 +123,31 @@ def test_listings_glob_matches_glob_glob(tmp_path: Path) -> None:
 
     from fvc.formats import _Listings
 
-    for name in ("a/abc.mp4", "a/abc.webm", "a/abd.mp4", "a/.abc.mp4", "b/abc.mkv", "b/x[1].mp4",
-                 ".hidden/abc.mp4", "a/ABC.mp4"):  # fmt: skip
+    for name in (
+        "a/abc.mp4",
+        "a/abc.webm",
+        "a/abd.mp4",
+        "a/.abc.mp4",
+        "b/abc.mkv",
+        "b/x[1].mp4",
+        ".hidden/abc.mp4",
+        "a/ABC.mp4",
+    ):
         _touch(tmp_path / name)
     listings = _Listings()
-    for pattern in ("a/abc.*", "*/abc.*", "a/ab?.mp4", "a/*", "a/.*", "*/x[[]1].mp4", "c/*",
-                    "a/abc.mp4", "*/abc.mkv", "a/abc", "*/*.mp4", "a/[!a]*"):  # fmt: skip
+    for pattern in (
+        "a/abc.*",
+        "*/abc.*",
+        "a/ab?.mp4",
+        "a/*",
+        "a/.*",
+        "*/x[[]1].mp4",
+        "c/*",
+        "a/abc.mp4",
+        "*/abc.mkv",
+        "a/abc",
+        "*/*.mp4",
+        "a/[!a]*",
+    ):
         full = str(tmp_path / pattern)
         assert sorted(listings.glob(full)) == sorted(glob.glob(full)), pattern

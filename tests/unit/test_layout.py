@@ -83,8 +83,12 @@ def test_sweep_shares_stages_by_key_and_reuses_identical_variants() -> None:
     assert keys["lr"]["decode"] == keys["base"]["decode"] != keys["frames"]["decode"]
     assert keys["frames"]["load"] == keys["base"]["load"]
     assert lay.trained_by == {
-        "base": "base", "lr": "lr", "frames": "frames", "same": "base", "ops": "base"
-    }  # fmt: skip
+        "base": "base",
+        "lr": "lr",
+        "frames": "frames",
+        "same": "base",
+        "ops": "base",
+    }
     assert lay.representatives("decode") == ["base", "frames"]
     assert lay.variant_of_key("decode", keys["lr"]["decode"]) == "base"
     decode = keys["base"]["decode"]

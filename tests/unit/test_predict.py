@@ -37,9 +37,15 @@ from fvc.predict import (
 from fvc.train import FoldInputs, FoldOutputs, FoldTarget, fit_fold
 from tests.conftest import write_video
 
-DATA = {"num_frames": 4, "size": 16, "short_videos": "pad", "resize": "letterbox",
-        "positive_label": "fake", "fvc_filename": "{url_id}.mp4",
-        "group_column": "group"}  # fmt: skip
+DATA = {
+    "num_frames": 4,
+    "size": 16,
+    "short_videos": "pad",
+    "resize": "letterbox",
+    "positive_label": "fake",
+    "fvc_filename": "{url_id}.mp4",
+    "group_column": "group",
+}
 DECODE = {k: DATA[k] for k in ("num_frames", "size", "short_videos", "resize")}
 
 
@@ -102,8 +108,16 @@ def test_pretrained_name_is_not_fetched_and_its_normalisation_is_used(
     trained = build_model({**cfg, "weights": None}).eval()
     path = tmp_path / "fold_3" / "best_model.pt"
     path.parent.mkdir()
-    torch.save({"model_state": trained.state_dict(), "model": cfg, "epoch": 1,
-                "metric": "roc_auc", "value": 1.0}, path)  # fmt: skip
+    torch.save(
+        {
+            "model_state": trained.state_dict(),
+            "model": cfg,
+            "epoch": 1,
+            "metric": "roc_auc",
+            "value": 1.0,
+        },
+        path,
+    )
     loaded = load_model(path)
     assert loaded.name == "fold_3"
     assert loaded.norm == input_normalization(cfg)  # the weights' transforms (as in training)
@@ -193,19 +207,34 @@ def test_set_spec_and_missing_source(tmp_path: Path) -> None:
 
 def _prepare(name: str, source: Path, out: Path, cache: Path | None = None) -> pd.DataFrame:
     index, _ = prepare_predict_set(
-        name, set_spec(name, str(source)), DATA, out / "metadata.parquet", out / "clips.npy",
-        out / "clips.parquet", out / "excluded.tsv", workers=1, cache_dir=cache,
-    )  # fmt: skip
+        name,
+        set_spec(name, str(source)),
+        DATA,
+        out / "metadata.parquet",
+        out / "clips.npy",
+        out / "clips.parquet",
+        out / "excluded.tsv",
+        workers=1,
+        cache_dir=cache,
+    )
     return index
 
 
 def _predict(name: str, run: Path, data: Path, out: Path, **kw: Any) -> dict[str, Any]:
     models, preds = _paths(run)
     return predict_set(
-        name, data / "clips.npy", data / "clips.parquet", data / "excluded.tsv", models,
-        run / "summary.json", preds, out / f"{name}.parquet", out / f"{name}_excluded.tsv",
-        out / f"{name}_metrics.json", **kw,
-    )  # fmt: skip
+        name,
+        data / "clips.npy",
+        data / "clips.parquet",
+        data / "excluded.tsv",
+        models,
+        run / "summary.json",
+        preds,
+        out / f"{name}.parquet",
+        out / f"{name}_excluded.tsv",
+        out / f"{name}_metrics.json",
+        **kw,
+    )
 
 
 def test_labelled_set_with_broken_files(
@@ -266,9 +295,14 @@ def test_decode_settings_travel_with_the_clips(run: Path, videos: Path, tmp_path
     from fvc.data import load_metadata
 
     load_metadata(DATA, src, tmp_path / "m.parquet", tmp_path / "x.tsv", 0)
-    build_clip_cache(tmp_path / "m.parquet", tmp_path / "data" / "clips.npy",
-                     tmp_path / "data" / "clips.parquet", tmp_path / "dx.tsv", DECODE,
-                     min_per_class=0)  # fmt: skip
+    build_clip_cache(
+        tmp_path / "m.parquet",
+        tmp_path / "data" / "clips.npy",
+        tmp_path / "data" / "clips.parquet",
+        tmp_path / "dx.tsv",
+        DECODE,
+        min_per_class=0,
+    )
     assert run_decode_settings(tmp_path) == DECODE
 
 

@@ -245,11 +245,25 @@ def test_frozen_backbone_does_not_change_in_the_first_epochs_and_does_after(
 
 def test_backbone_lr_is_lr_times_scale_and_off_is_one_group() -> None:
     model = build_model({"name": "r3d_18"})
-    tc = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 4, "precision": "off",
-          "class_weights": "none", "scheduler": "cosine", "epochs": 3}  # fmt: skip
+    tc = {
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "batch_size": 4,
+        "precision": "off",
+        "class_weights": "none",
+        "scheduler": "cosine",
+        "epochs": 3,
+    }
     labels = np.array([0, 1])
-    run = new_run(model, {**tc, "backbone_lr_scale": 0.1}, torch.device("cpu"), labels,
-                  MemoryPolicy.of({}), None, input_norm("cpu"))  # fmt: skip
+    run = new_run(
+        model,
+        {**tc, "backbone_lr_scale": 0.1},
+        torch.device("cpu"),
+        labels,
+        MemoryPolicy.of({}),
+        None,
+        input_norm("cpu"),
+    )
     head, backbone = run.optimizer.param_groups
     assert head["lr"] == pytest.approx(0.01) and backbone["lr"] == pytest.approx(0.001)
     assert {id(p) for p in head["params"]} == {id(p) for p in model.fc.parameters()}
@@ -279,23 +293,30 @@ def test_warmup_ramps_then_follows_the_schedule(inputs, tmp_path) -> None:
         assert backbone == pytest.approx(0.5 * head)
     # without warm-up the schedule is the one it always was
     opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=0.01)
-    assert isinstance(make_scheduler(opt, {**tc, "warmup_epochs": 0}),
-                      torch.optim.lr_scheduler.CosineAnnealingLR)  # fmt: skip
+    assert isinstance(
+        make_scheduler(opt, {**tc, "warmup_epochs": 0}), torch.optim.lr_scheduler.CosineAnnealingLR
+    )
 
 
 def test_freezing_and_warmup_survive_a_resume_at_every_step(inputs, tmp_path) -> None:
     """Stop after every single optimizer step and resume: the same weights as one run."""
     path, _ = small3d_weights(tmp_path)
     model = {"name": "small3d", "weights": path}
-    train = {"epochs": 2, "freeze_backbone_epochs": 1, "warmup_epochs": 1,
-             "backbone_lr_scale": 0.1, "time_margin_s": 30}  # fmt: skip
+    train = {
+        "epochs": 2,
+        "freeze_backbone_epochs": 1,
+        "warmup_epochs": 1,
+        "backbone_lr_scale": 0.1,
+        "time_margin_s": 30,
+    }
     fit(inputs, tmp_path / "ref", model, train)
     reference = ckpt.load_checkpoint(tmp_path / "ref" / "ck" / ckpt.LATEST)["model_state"]
     stops = 0
     while not (tmp_path / "cut" / "out" / "metrics.json").exists():
         try:  # the time budget is already used up: one step, checkpoint, stop
-            fit(inputs, tmp_path / "cut", model, train, runtime_min=1.0,
-                started_at=time.time() - 30)  # fmt: skip
+            fit(
+                inputs, tmp_path / "cut", model, train, runtime_min=1.0, started_at=time.time() - 30
+            )
         except TrainingInterrupted:
             stops += 1
         assert stops < 40

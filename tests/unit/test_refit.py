@@ -27,8 +27,13 @@ from fvc.train import resume as ckpt
 
 MODEL = {"name": "small3d", "dropout": 0.2}
 # cosine over 4 epochs: the final model (2 epochs) must still train with the folds' rates
-TRAIN = {"epochs": 4, "batch_size": 4, "checkpoint_every_n_batches": 2, "seed": 5,
-         "scheduler": "cosine"}  # fmt: skip
+TRAIN = {
+    "epochs": 4,
+    "batch_size": 4,
+    "checkpoint_every_n_batches": 2,
+    "seed": 5,
+    "scheduler": "cosine",
+}
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,8 +43,9 @@ def inputs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("in")
     out = write_synthetic_inputs(root, n_videos=24, frames=4, size=16, n_folds=3)
     out["aug_clips"], out["aug_manifest"] = str(root / "aug.npy"), str(root / "aug.parquet")
-    augment_fold(out["clips"], out["splits"], None, out["aug_clips"], out["aug_manifest"],
-                 {"copies": 1})  # fmt: skip
+    augment_fold(
+        out["clips"], out["splits"], None, out["aug_clips"], out["aug_manifest"], {"copies": 1}
+    )
     return out
 
 
@@ -56,11 +62,22 @@ def write_metrics(root: Path, best_epochs: list[int]) -> list[Path]:
 def run_refit(inputs: dict, root: Path, best_epochs=(2, 3, 1), **kw) -> int:
     metrics = write_metrics(root / "folds", list(best_epochs))
     return refit(
-        inputs["clips"], inputs["index"], inputs["splits"], inputs["aug_clips"],
-        inputs["aug_manifest"], metrics, FinalOutputs.in_dir(root / "final"),
-        root / "final" / "refit.json", MODEL, {**TRAIN, **kw.pop("train", {})}, {},
-        root / "ck", threads=1, device="cpu", **kw,
-    )  # fmt: skip
+        inputs["clips"],
+        inputs["index"],
+        inputs["splits"],
+        inputs["aug_clips"],
+        inputs["aug_manifest"],
+        metrics,
+        FinalOutputs.in_dir(root / "final"),
+        root / "final" / "refit.json",
+        MODEL,
+        {**TRAIN, **kw.pop("train", {})},
+        {},
+        root / "ck",
+        threads=1,
+        device="cpu",
+        **kw,
+    )
 
 
 def load_final(root: Path) -> dict:
@@ -111,10 +128,19 @@ def test_missing_fold_metrics_exit_2_with_one_log_line(inputs, tmp_path, caplog)
     metrics = write_metrics(tmp_path, [2, 3])
     metrics[0].unlink()
     code = refit(
-        inputs["clips"], inputs["index"], inputs["splits"], inputs["aug_clips"],
-        inputs["aug_manifest"], metrics, FinalOutputs.in_dir(tmp_path / "final"),
-        tmp_path / "final" / "refit.json", MODEL, TRAIN, {}, tmp_path / "ck",
-    )  # fmt: skip
+        inputs["clips"],
+        inputs["index"],
+        inputs["splits"],
+        inputs["aug_clips"],
+        inputs["aug_manifest"],
+        metrics,
+        FinalOutputs.in_dir(tmp_path / "final"),
+        tmp_path / "final" / "refit.json",
+        MODEL,
+        TRAIN,
+        {},
+        tmp_path / "ck",
+    )
     assert code == 2
     assert f"{metrics[0]}: missing" in caplog.text
     assert not (tmp_path / "final").exists() and not (tmp_path / "ck").exists()
@@ -128,9 +154,13 @@ def test_the_training_set_is_every_usable_video_plus_its_augmented_copies(inputs
     fold_manifest = pd.read_parquet(inputs["folds"][0]["aug_manifest"])
     assert len(manifest) > len(fold_manifest)
     data = load_fold(
-        inputs["clips"], inputs["index"], inputs["splits"], inputs["aug_clips"],
-        inputs["aug_manifest"], fold=None,
-    )  # fmt: skip
+        inputs["clips"],
+        inputs["index"],
+        inputs["splits"],
+        inputs["aug_clips"],
+        inputs["aug_manifest"],
+        fold=None,
+    )
     assert len(data.val) == 0 and data.n_aug == len(splits)
     assert len(data.train) == 2 * len(splits)
     main = data.train.sources == 0
@@ -167,9 +197,15 @@ def test_the_lr_schedule_spans_train_epochs(inputs, reference, tmp_path) -> None
         inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][0]
     )
     fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out")), fold_inputs, MODEL, TRAIN, {},
-        tmp_path / "ck", threads=1, device="cpu",
-    )  # fmt: skip
+        FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out")),
+        fold_inputs,
+        MODEL,
+        TRAIN,
+        {},
+        tmp_path / "ck",
+        threads=1,
+        device="cpu",
+    )
     fold_hist = pd.read_csv(tmp_path / "out" / "history.csv")
     assert len(fold_hist) == 4
     assert list(hist["lr"]) == pytest.approx(list(fold_hist["lr"][:2]))
@@ -178,9 +214,12 @@ def test_the_lr_schedule_spans_train_epochs(inputs, reference, tmp_path) -> None
 
 def test_time_budget_stop_then_rerun_resumes_to_identical_weights(inputs, reference, tmp_path):
     code = run_refit(
-        inputs, tmp_path, train={"time_margin_s": 30}, runtime_min=1.0,
+        inputs,
+        tmp_path,
+        train={"time_margin_s": 30},
+        runtime_min=1.0,
         started_at=time.time() - 30,
-    )  # fmt: skip
+    )
     assert code == EXIT_RESUMABLE
     state = ckpt.load_checkpoint(tmp_path / "ck" / ckpt.LATEST)
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 1)
@@ -246,9 +285,12 @@ def test_fewer_epochs_after_a_stop_start_fresh_not_past_the_limit(inputs, tmp_pa
     # stopped inside epoch 1 of 2; then the folds say 1 epoch: the checkpoint (trained for a
     # 2-epoch refit) is not resumed, the final model is a clean 1-epoch run
     code = run_refit(
-        inputs, tmp_path, train={"time_margin_s": 30}, runtime_min=1.0,
+        inputs,
+        tmp_path,
+        train={"time_margin_s": 30},
+        runtime_min=1.0,
         started_at=time.time() - 30,
-    )  # fmt: skip
+    )
     assert code == EXIT_RESUMABLE
     assert run_refit(inputs, tmp_path, best_epochs=(1, 1, 2)) == 0
     events = [json.loads(x) for x in (tmp_path / "final/memory.jsonl").read_text().splitlines()]

@@ -87,10 +87,18 @@ def cpu_run(model, precision: str = "off", weights=(1.0, 1.0), memlog=None, lr: 
     """A :class:`Run` on the CPU around ``model`` (AdamW; a GradScaler with fp16)."""
     cpu = torch.device("cpu")
     return Run(
-        model, torch.optim.AdamW(model.parameters(), lr=lr), None,
-        torch.amp.GradScaler("cpu") if precision == "fp16" else None, cpu, precision,
-        torch.tensor(weights), input_norm(cpu), MemoryPolicy(), memlog, Position(4, 4),
-    )  # fmt: skip
+        model,
+        torch.optim.AdamW(model.parameters(), lr=lr),
+        None,
+        torch.amp.GradScaler("cpu") if precision == "fp16" else None,
+        cpu,
+        precision,
+        torch.tensor(weights),
+        input_norm(cpu),
+        MemoryPolicy(),
+        memlog,
+        Position(4, 4),
+    )
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:

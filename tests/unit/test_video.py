@@ -104,9 +104,18 @@ def test_seeking_gives_the_same_frames_as_sequential_decoding(
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing", "empty", "random", "text", "truncated", "truncated_faststart", "truncated_mkv",
-     "still_image", "audio_only"],
-)  # fmt: skip
+    [
+        "missing",
+        "empty",
+        "random",
+        "text",
+        "truncated",
+        "truncated_faststart",
+        "truncated_mkv",
+        "still_image",
+        "audio_only",
+    ],
+)
 def test_probe_rejects_broken_files(broken_videos: dict[str, dict[str, Any]], kind: str) -> None:
     case = broken_videos[kind]
     with pytest.raises(VideoError) as err:

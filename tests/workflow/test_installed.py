@@ -37,10 +37,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("installed")
     dist = root / "dist"
     build = run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(dist), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(REPO),
+        ],
         cwd=root,
-    )  # fmt: skip
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = dist.glob("fvc-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -89,21 +98,41 @@ def test_fvc_help_train_and_predict_from_the_installed_command(
     cfg.write_text(yaml.safe_dump({"train": {"epochs": 1, "batch_size": 4}}))
     fold = inputs["folds"][0]
     train = run(
-        [cli, "train", "--config", str(cfg), "--fold", "0", "--clips", str(inputs["clips"]),
-         "--index", str(inputs["index"]), "--splits", str(inputs["splits"]),
-         "--aug-clips", str(fold["aug_clips"]), "--aug-manifest", str(fold["aug_manifest"]),
-         "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck"),
-         "--threads", "1"],
+        [
+            cli,
+            "train",
+            "--config",
+            str(cfg),
+            "--fold",
+            "0",
+            "--clips",
+            str(inputs["clips"]),
+            "--index",
+            str(inputs["index"]),
+            "--splits",
+            str(inputs["splits"]),
+            "--aug-clips",
+            str(fold["aug_clips"]),
+            "--aug-manifest",
+            str(fold["aug_manifest"]),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+            "--threads",
+            "1",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     for name in ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt"):
         assert (tmp_path / "out" / name).is_file(), name
 
     # fvc predict: two demo videos with the finished tiny run's fold models
     videos = sorted((finished_tiny_run / "runs" / "demo_data" / "videos").glob("*.mp4"))[:2]
-    pred = run([cli, "predict", str(finished_tiny_run / "runs" / "tiny"), *map(str, videos)],
-               cwd=tmp_path)  # fmt: skip
+    pred = run(
+        [cli, "predict", str(finished_tiny_run / "runs" / "tiny"), *map(str, videos)], cwd=tmp_path
+    )
     assert pred.returncode == 0, pred.stderr[-3000:]
     for video in videos:
         assert video.name in pred.stdout

@@ -45,9 +45,12 @@ def test_the_demo_runs_as_a_module_of_another_workflow(tmp_path) -> None:
     target = "runs/as_module/kfold_results.feather"
 
     proc = subprocess.run(
-        [SNAKEMAKE, "--cores", "2", target], cwd=outer, capture_output=True, text=True,
+        [SNAKEMAKE, "--cores", "2", target],
+        cwd=outer,
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert "rule fvc_train" in proc.stdout + proc.stderr  # the module's rules, renamed
     table = pd.read_feather(outer / target)
@@ -56,7 +59,10 @@ def test_the_demo_runs_as_a_module_of_another_workflow(tmp_path) -> None:
     # nothing of the workflow was copied: the rules, scripts and schema came from the checkout
     assert sorted(p.name for p in outer.iterdir()) == [".snakemake", "Snakefile", "config", "runs"]
     again = subprocess.run(
-        [SNAKEMAKE, "--cores", "1", "-n", target], cwd=outer, capture_output=True, text=True,
+        [SNAKEMAKE, "--cores", "1", "-n", target],
+        cwd=outer,
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -36,8 +36,12 @@ EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
 RESULTS_JOBS = ("aggregate", "plots", "memory_plot", "benchmarks", "provenance")
 #: The train rule's outputs in runs/<exp>/fold_<k>/ (docs/artifacts.md).
 TRAIN_OUTPUTS = (
-    "metrics.json", "predictions.parquet", "history.csv", "best_model.pt", "memory.jsonl",
-)  # fmt: skip
+    "metrics.json",
+    "predictions.parquet",
+    "history.csv",
+    "best_model.pt",
+    "memory.jsonl",
+)
 
 
 def epochs_trained(log: str) -> list[int]:

@@ -169,9 +169,14 @@ def evaluate(
     i = 0
     while i < n:
         done, batch_size = call_with_oom_recovery(
-            lambda size, i=i: score(i, size), batch_size, policy, memlog=memlog,
-            where={"window": i}, phase="eval", size_key="eval_batch_size",
-        )  # fmt: skip
+            lambda size, i=i: score(i, size),
+            batch_size,
+            policy,
+            memlog=memlog,
+            where={"window": i},
+            phase="eval",
+            size_key="eval_batch_size",
+        )
         if done is None:
             raise MemoryError(
                 f"out of memory scoring windows {i}.. at the minimum batch {batch_size} "
@@ -359,9 +364,17 @@ def fit_fold(
     with StopControl(runtime_min, train.time_margin_s, started_at) as stop:
         ckpt_dir = Path(checkpoint_dir)
         data, run, fp = _start(
-            target, inputs, model_cfg, train, policy, ckpt_dir, weights_file,
-            threads=threads, device=device, micro_batch_size=micro_batch_size,
-        )  # fmt: skip
+            target,
+            inputs,
+            model_cfg,
+            train,
+            policy,
+            ckpt_dir,
+            weights_file,
+            threads=threads,
+            device=device,
+            micro_batch_size=micro_batch_size,
+        )
         pos, memlog = run.pos, run.memlog
         checkpointer = resume.Checkpointer(
             ckpt_dir,
