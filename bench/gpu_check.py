@@ -92,7 +92,7 @@ class Bench:
         self.inputs = FoldInputs(
             self.paths["clips"], self.paths["index"], self.paths["splits"], **self.paths["folds"][0]
         )
-        self.data = load_fold(**vars(self.inputs), fold=0)
+        self.data = load_fold(self.inputs, fold=0)
         self.tc = {
             "lr": 1e-3,
             "weight_decay": 1e-4,

@@ -104,3 +104,29 @@ def write_synthetic_inputs(
             "aug_manifest": str(d / "manifest.parquet"),
         }
     return out
+
+
+def fold_inputs(inputs: dict[str, Any], fold: int = 0) -> Any:
+    """The :class:`fvc.datasets.FoldInputs` of ``fold`` of :func:`write_synthetic_inputs`."""
+    from fvc.datasets import FoldInputs
+
+    return FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][fold])
+
+
+def fit_synthetic(
+    inputs: dict[str, Any] | Any,
+    root: str | os.PathLike[str],
+    model: dict[str, Any] | None,
+    train: dict[str, Any] | None,
+    memory: dict[str, Any] | None = None,
+    fold: int = 0,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``fvc.train.fit_fold`` on one fold (the written inputs, or a FoldInputs), one thread:
+    outputs in ``root/out``, checkpoints in ``root/ck``; ``kwargs`` go to fit_fold."""
+    from fvc.train import FoldOutputs, FoldTarget, fit_fold
+
+    root = Path(root)
+    files = fold_inputs(inputs, fold) if isinstance(inputs, dict) else inputs
+    target = FoldTarget(fold, FoldOutputs.in_dir(root / "out"))
+    return fit_fold(target, files, model, train, memory, root / "ck", threads=1, **kwargs)

@@ -59,6 +59,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     stop_cluster_started_by_workers(session.config._tmp_path_factory.getbasetemp())
 
 
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Two state dicts hold the same tensors, bit for bit."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def build_cache(metadata: Path, out: Path, data: dict, **kwargs: Any) -> Any:
+    """``fvc.data.build_clip_cache`` into ``out/`` (clips.npy, clips.parquet, dx.tsv)."""
+    from fvc.data import build_clip_cache
+
+    return build_clip_cache(
+        metadata, out / "clips.npy", out / "clips.parquet", out / "dx.tsv", data, **kwargs
+    )
+
+
 #: Grey levels of successive frames repeat after this many frames.
 VALUE_PERIOD = 25
 

@@ -173,6 +173,17 @@ def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tenso
 
 
 @dataclass
+class FoldInputs:
+    """The train rule's inputs (docs/artifacts.md); field names = the rule's input names."""
+
+    clips: str | os.PathLike[str]
+    index: str | os.PathLike[str]
+    splits: str | os.PathLike[str]
+    aug_clips: str | os.PathLike[str]
+    aug_manifest: str | os.PathLike[str]
+
+
+@dataclass
 class FoldData:
     """The fold's train and validation sets plus the validation rows' identity for predictions."""
 
@@ -205,19 +216,14 @@ def _read_parquet(path: str | os.PathLike[str], columns: list[str]) -> pd.DataFr
     return df
 
 
-def load_fold(
-    clips: str | os.PathLike[str],
-    index: str | os.PathLike[str],
-    splits: str | os.PathLike[str],
-    aug_clips: str | os.PathLike[str],
-    aug_manifest: str | os.PathLike[str],
-    fold: int | None,
-) -> FoldData:
+def load_fold(inputs: FoldInputs, fold: int | None) -> FoldData:
     """Assemble fold ``fold``'s datasets from the upstream artifacts, checking they fit together.
 
     ``fold=None`` (the final model, :mod:`fvc.refit`): every row of ``splits`` trains, no
     validation set (``val`` is empty).
     """
+    clips, index, splits = inputs.clips, inputs.index, inputs.splits
+    aug_clips, aug_manifest = inputs.aug_clips, inputs.aug_manifest
     main = open_clips(clips)
     n_index = len(pd.read_parquet(index, columns=["clip_row"]))
     if n_index != main.shape[0]:

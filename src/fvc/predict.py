@@ -113,14 +113,26 @@ def _write_excluded(path: str | os.PathLike[str], frames: Sequence[pd.DataFrame]
     return excl
 
 
+@dataclass
+class SetFiles:
+    """A decoded set of videos (the predict_data rule's outputs, docs/artifacts.md)."""
+
+    metadata: str | os.PathLike[str]
+    clips: str | os.PathLike[str]
+    index: str | os.PathLike[str]
+    excluded: str | os.PathLike[str]
+
+    @classmethod
+    def in_dir(cls, folder: str | os.PathLike[str]) -> SetFiles:
+        names = ("metadata.parquet", "clips.npy", "clips.parquet", "excluded.tsv")
+        return cls(*(Path(folder) / n for n in names))
+
+
 def decode_videos(
     table: pd.DataFrame,
     data_cfg: dict[str, Any],
     source: str,
-    out_metadata: str | os.PathLike[str],
-    out_clips: str | os.PathLike[str],
-    out_index: str | os.PathLike[str],
-    out_excluded: str | os.PathLike[str],
+    out: SetFiles,
     workers: int = 1,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -135,13 +147,13 @@ def decode_videos(
         raise DataError(f"{source}: no videos listed")
     table, _ = list_videos(table, data_cfg, source)
     meta, probe_excl = probe_videos(table, source, max(1, int(workers)))
-    write_parquet(out_metadata, meta)
-    with tempfile.TemporaryDirectory(dir=Path(out_excluded).parent) as tmp:
+    write_parquet(out.metadata, meta)
+    with tempfile.TemporaryDirectory(dir=Path(out.excluded).parent) as tmp:
         decode_excl = Path(tmp) / "decode_excluded.tsv"
         index = build_clip_cache(
-            out_metadata,
-            out_clips,
-            out_index,
+            out.metadata,
+            out.clips,
+            out.index,
             decode_excl,
             data_cfg,
             workers=workers,
@@ -149,7 +161,7 @@ def decode_videos(
             cache_dir=cache_dir,
         )
         excl = _write_excluded(
-            out_excluded,
+            out.excluded,
             [
                 probe_excl,
                 pd.read_csv(decode_excl, sep="\t", dtype={"label": str}, keep_default_na=False),
@@ -163,10 +175,7 @@ def prepare_predict_set(
     name: str,
     spec: dict[str, Any],
     data_cfg: dict[str, Any],
-    out_metadata: str | os.PathLike[str],
-    out_clips: str | os.PathLike[str],
-    out_index: str | os.PathLike[str],
-    out_excluded: str | os.PathLike[str],
+    out: SetFiles,
     workers: int = 1,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -181,15 +190,7 @@ def prepare_predict_set(
     try:
         table = read_metadata_source(spec["metadata"], cfg, labels=False)
         return decode_videos(
-            table,
-            cfg,
-            str(spec["metadata"]),
-            out_metadata,
-            out_clips,
-            out_index,
-            out_excluded,
-            workers=workers,
-            cache_dir=cache_dir,
+            table, cfg, str(spec["metadata"]), out, workers=workers, cache_dir=cache_dir
         )
     except DataError as exc:
         raise DataError(f"predict.sets.{name}: {exc}") from None
@@ -525,14 +526,7 @@ def predict_files(
     with tempfile.TemporaryDirectory(prefix="fvc_predict_") as tmp:
         t = Path(tmp)
         index, excl = decode_videos(
-            table,
-            settings,
-            "command line",
-            t / "metadata.parquet",
-            t / "clips.npy",
-            t / "clips.parquet",
-            t / "excluded.tsv",
-            workers=workers,
+            table, settings, "command line", SetFiles.in_dir(t), workers=workers
         )
         scored = decide(score(index, t / "clips.npy", models, device, batch_size), threshold)
     model_cols = [c for c in scored.columns if c.startswith("p_")]

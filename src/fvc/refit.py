@@ -68,11 +68,7 @@ def refit_epochs(best_epochs: Sequence[int]) -> int:
 
 
 def refit(
-    clips: str | os.PathLike[str],
-    index: str | os.PathLike[str],
-    splits: str | os.PathLike[str],
-    aug_clips: str | os.PathLike[str],
-    aug_manifest: str | os.PathLike[str],
+    inputs: FoldInputs,
     metrics: Sequence[str | os.PathLike[str]],
     outputs: FinalOutputs,
     info: str | os.PathLike[str],
@@ -93,16 +89,15 @@ def refit(
         log.error("%s", exc)
         return 2
     epochs = refit_epochs(best)
-    n_videos = len(pd.read_parquet(splits, columns=["video_id"]))
+    n_videos = len(pd.read_parquet(inputs.splits, columns=["video_id"]))
     log.info(
         f"final model: {epochs} epochs (median of the folds' best epochs {best}, rounded down), "
-        f"on all {n_videos} usable videos of {splits}"
+        f"on all {n_videos} usable videos of {inputs.splits}"
     )
-    inputs = FoldInputs(str(clips), str(index), str(splits), str(aug_clips), str(aug_manifest))
     target = FinalTarget(outputs, epochs)
     code = run_fold(target, inputs, model_cfg, train_cfg, memory_cfg, checkpoint_dir, **kwargs)
     if code == 0:
-        n_aug = len(pd.read_parquet(aug_manifest, columns=["aug_row"]))
+        n_aug = len(pd.read_parquet(inputs.aug_manifest, columns=["aug_row"]))
         write_json(
             info,
             {

@@ -491,22 +491,22 @@ def decode_clip(
     num_frames: int,
     size: int,
     frames_hint: int | None = None,
-    short_videos: str = DATA_DEFAULTS["short_videos"],
-    resize: str = DATA_DEFAULTS["resize"],
+    **options: Any,
 ) -> tuple[np.ndarray, bool]:
     """Decode ``num_frames`` uniformly sampled frames as uint8 ``(T, size, size, 3)`` RGB.
 
-    After applying the rotation metadata, frames are resized by ``resize`` (``data.resize``):
-    ``letterbox`` (aspect kept, black bars) or ``short_side_crop`` (short side scaled to
-    ``size * 128/112``, then the centre ``size x size``: the Kinetics preset of torchvision's
-    video weights; :func:`_to_short_side_crop`).
-    ``frames_hint`` is the probed frame count (saves a demux pass). Returns ``(clip, padded)``;
-    ``padded`` is True when the video had fewer than ``num_frames`` frames and frames were
-    repeated. With ``short_videos="exclude"`` such a video raises :class:`VideoError` instead.
-    Decoding that ends before the last sampled frame raises ``VideoError("truncated: ...")``.
-    This is :func:`decode_windows` with one window spread over the whole video.
+    :func:`decode_windows` with one window spread over the whole video; ``options`` are its
+    ``short_videos`` and ``resize``. After applying the rotation metadata, frames are resized
+    by ``resize`` (``data.resize``): ``letterbox`` (aspect kept, black bars) or
+    ``short_side_crop`` (short side scaled to ``size * 128/112``, then the centre
+    ``size x size``: the Kinetics preset of torchvision's video weights;
+    :func:`_to_short_side_crop`). ``frames_hint`` is the probed frame count (saves a demux
+    pass). Returns ``(clip, padded)``; ``padded`` is True when the video had fewer than
+    ``num_frames`` frames and frames were repeated. With ``short_videos="exclude"`` such a
+    video raises :class:`VideoError` instead. Decoding that ends before the last sampled frame
+    raises ``VideoError("truncated: ...")``.
     """
-    windows, padded = decode_windows(path, num_frames, size, frames_hint, short_videos, resize)
+    windows, padded = decode_windows(path, num_frames, size, frames_hint, **options)
     return windows[0], padded
 
 

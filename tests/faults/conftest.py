@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from faultkit import MODEL, TRAIN, fold_inputs, weights
+from faultkit import MODEL, TRAIN, weights
 
-from bench.synthetic import write_synthetic_inputs
-from fvc.train import FoldOutputs, FoldTarget, fit_fold
+from bench.synthetic import fit_synthetic, write_synthetic_inputs
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +19,5 @@ def fault_inputs(tmp_path_factory) -> dict:
 def fault_reference(fault_inputs, tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
     """Final and best weights of an uninterrupted in-process run of TRAIN."""
     root = tmp_path_factory.mktemp("fault_ref")
-    fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
-        fold_inputs(fault_inputs),
-        MODEL,
-        TRAIN,
-        {},
-        root / "ck",
-        threads=1,
-        device="cpu",
-    )
+    fit_synthetic(fault_inputs, root, MODEL, TRAIN, device="cpu")
     return weights(root)

@@ -18,17 +18,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from fvc.train import FoldInputs
+from bench.synthetic import fold_inputs
 from fvc.train import resume as ckpt
 
 MODEL = {"name": "small3d", "dropout": 0.2}
 # 48 train + 48 augmented clips of 8x48x48 -> 24 batches per epoch of ~40 ms each: slow enough
 # to kill mid-epoch reliably, fast enough for CI
 TRAIN = {"epochs": 3, "batch_size": 4, "checkpoint_every_n_batches": 2, "seed": 3}
-
-
-def fold_inputs(inputs: dict) -> FoldInputs:
-    return FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][0])
 
 
 def weights(root: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -18,10 +18,9 @@ import json
 import pandas as pd
 import pytest
 import torch
-from faultkit import MODEL, Trainer, fold_inputs
+from faultkit import MODEL, Trainer
 
-from bench.synthetic import write_synthetic_inputs
-from fvc.train import FoldOutputs, FoldTarget, fit_fold
+from bench.synthetic import fit_synthetic, write_synthetic_inputs
 from fvc.train import resume as ckpt
 
 pytestmark = pytest.mark.faults
@@ -63,14 +62,11 @@ def test_real_cpu_oom_shrinks_micro_batch_and_matches_a_reduced_start(tmp_path) 
 
     # the same training started at the reduced size: identical maths, identical weights
     ref = tmp_path / "ref"
-    fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(ref / "out")),
-        fold_inputs(inputs),
+    fit_synthetic(
+        inputs,
+        ref,
         MODEL,
         TRAIN,
-        {},
-        ref / "ck",
-        threads=1,
         micro_batch_size=micro,
         device="cpu",
     )

@@ -27,14 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 import fvc.train  # noqa: E402
-from bench.synthetic import write_synthetic_inputs  # noqa: E402
+from bench.synthetic import fit_synthetic, fold_inputs, write_synthetic_inputs  # noqa: E402
 from fvc.config import ConfigError  # noqa: E402
 from fvc.datasets import input_norm, load_fold  # noqa: E402
 from fvc.devices import pick_device  # noqa: E402
 from fvc.memory import MemoryPolicy, memory_stats  # noqa: E402
 from fvc.models import build_model  # noqa: E402
-from fvc.train import FoldInputs, FoldOutputs, FoldTarget, state  # noqa: E402
 from fvc.train import resume as ckpt  # noqa: E402
+from fvc.train import state  # noqa: E402
 from fvc.train.state import new_run  # noqa: E402
 from fvc.train.step import apply_update, forward_backward  # noqa: E402
 
@@ -46,21 +46,9 @@ def inputs(tmp_path_factory) -> dict:
     return write_synthetic_inputs(tmp_path_factory.mktemp("in"), n_videos=32, frames=8, size=32)
 
 
-def fold_inputs(p: dict) -> FoldInputs:
-    return FoldInputs(p["clips"], p["index"], p["splits"], **p["folds"][0])
-
-
 def fit(p: dict, root: Path, train: dict) -> dict:
     base = {"epochs": 2, "batch_size": 8, "checkpoint_every_n_batches": 2, "seed": 1}
-    return fvc.train.fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
-        fold_inputs(p),
-        {"name": "small3d"},
-        {**base, **train},
-        {},
-        root / "ck",
-        device="cuda",
-    )
+    return fit_synthetic(p, root, {"name": "small3d"}, {**base, **train}, device="cuda")
 
 
 def test_device_choice() -> None:
@@ -73,7 +61,7 @@ def test_device_choice() -> None:
 def test_autocast_and_grad_scaler_on_cuda(inputs, precision: str) -> None:
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    data = load_fold(**vars(fold_inputs(inputs)), fold=0)
+    data = load_fold(fold_inputs(inputs), fold=0)
     x, y = data.train.get_batch(np.arange(8))
     model = build_model({"name": "small3d"}).to(CUDA)
     seen: list[torch.dtype] = []

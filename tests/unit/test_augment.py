@@ -25,6 +25,10 @@ CFG = {
 }
 
 
+#: The manifest's columns (docs/artifacts.md).
+MANIFEST = ["aug_row", "video_id", "clip_row", "copy", "window", "label", "ops"]
+
+
 def _make_inputs(
     tmp: Path, n: int = 10, n_folds: int = 3, shuffle: bool = False
 ) -> tuple[Path, Path]:
@@ -68,15 +72,7 @@ def test_fold_outputs_contract(tmp_path: Path) -> None:
     aug, man, out_clips = _run(tmp_path, clips_path, splits_path, fold, CFG)
     train = splits[splits["fold"] != fold]
     assert aug.dtype == np.uint8 and aug.shape == (len(train) * 2, T, S, S, 3)
-    assert list(man.columns) == [
-        "aug_row",
-        "video_id",
-        "clip_row",
-        "copy",
-        "window",
-        "label",
-        "ops",
-    ]
+    assert list(man.columns) == MANIFEST
     assert (man["window"] == 0).all()  # one window per video
     assert man["aug_row"].tolist() == list(range(len(man)))
     # Only training videos of the fold, each exactly `copies` times, labels/clip_rows carried over.
@@ -118,15 +114,7 @@ def test_copies_zero_writes_empty_outputs(tmp_path: Path) -> None:
     clips_path, splits_path = _make_inputs(tmp_path)
     aug, man, _ = _run(tmp_path, clips_path, splits_path, 2, {**CFG, "copies": 0})
     assert aug.shape == (0, T, S, S, 3) and aug.dtype == np.uint8
-    assert len(man) == 0 and list(man.columns) == [
-        "aug_row",
-        "video_id",
-        "clip_row",
-        "copy",
-        "window",
-        "label",
-        "ops",
-    ]
+    assert len(man) == 0 and list(man.columns) == MANIFEST
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import fvc.video as video
-from bench.synthetic import write_synthetic_inputs
+from bench.synthetic import fit_synthetic, fold_inputs, write_synthetic_inputs
 from fvc.augment import augment_fold, copy_window
 from fvc.data import (
     METADATA_COLUMNS,
@@ -37,7 +37,7 @@ from fvc.datasets import (
     video_scores,
 )
 from fvc.models import build_model
-from fvc.train import FoldInputs, FoldOutputs, FoldTarget, TrainingInterrupted, evaluate, fit_fold
+from fvc.train import TrainingInterrupted, evaluate
 from fvc.train import resume as ckpt
 from fvc.video import (
     VideoError,
@@ -47,7 +47,7 @@ from fvc.video import (
     window_indices,
     window_settings,
 )
-from tests.conftest import VALUE_PERIOD, frame_index, write_video
+from tests.conftest import VALUE_PERIOD, build_cache, frame_index, write_video
 
 DATA = {"positive_label": "fake", "group_column": None, "num_frames": 4, "size": 16}
 BASE = {"epochs": 3, "batch_size": 4, "checkpoint_every_n_batches": 2, "seed": 5}
@@ -168,15 +168,7 @@ def metadata(tmp_path: Path) -> Path:
 
 
 def _build(md: Path, out: Path, cache: Path | None = None, **cfg) -> pd.DataFrame:
-    return build_clip_cache(
-        md,
-        out / "clips.npy",
-        out / "clips.parquet",
-        out / "dx.tsv",
-        {**DATA, **cfg},
-        workers=1,
-        cache_dir=cache,
-    )
+    return build_cache(md, out, {**DATA, **cfg}, workers=1, cache_dir=cache)
 
 
 def test_single_window_clips_npy_is_byte_identical_to_the_one_clip_path(
@@ -324,21 +316,8 @@ def windowed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return write_synthetic_inputs(root, n_videos=24, frames=4, size=16, clips_per_video=3)
 
 
-def _inputs(inputs: dict, fold: int = 0) -> FoldInputs:
-    return FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][fold])
-
-
 def _fit(inputs: dict, root: Path, train: dict | None = None, **kw) -> dict:
-    return fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
-        _inputs(inputs),
-        MODEL,
-        {**BASE, **(train or {})},
-        {},
-        root / "ck",
-        threads=1,
-        **kw,
-    )
+    return fit_synthetic(inputs, root, MODEL, {**BASE, **(train or {})}, **kw)
 
 
 def _weights(root: Path) -> dict[str, torch.Tensor]:
@@ -362,7 +341,7 @@ def _manual_probs(model: torch.nn.Module, clips: np.ndarray, rows: np.ndarray) -
 
 
 def test_datasets_show_the_drawn_window_and_every_window_for_evaluation(windowed: dict) -> None:
-    data = load_fold(**vars(_inputs(windowed)), fold=0)
+    data = load_fold(fold_inputs(windowed), fold=0)
     clips = np.load(windowed["clips"])
     n_train = len(data.train) - data.n_aug
     assert data.train.n_windows().tolist() == [3] * n_train + [1] * data.n_aug
@@ -376,7 +355,7 @@ def test_datasets_show_the_drawn_window_and_every_window_for_evaluation(windowed
 
 
 def test_evaluation_averages_the_windows_of_each_video(windowed: dict) -> None:
-    data = load_fold(**vars(_inputs(windowed)), fold=0)
+    data = load_fold(fold_inputs(windowed), fold=0)
     torch.manual_seed(0)
     model = build_model(MODEL)
     loss, probs, _ = evaluate(model, data.val, input_norm("cpu"), batch_size=5)

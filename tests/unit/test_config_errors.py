@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from bench.synthetic import fit_synthetic
 from fvc.models import build_model
-from fvc.train import FoldInputs, FoldOutputs, FoldTarget, TrainingFailed, fit_fold
+from fvc.train import FoldInputs, TrainingFailed
 
 SMALL = {"name": "small3d", "dropout": 0.0}
 TRAIN = {"epochs": 1, "batch_size": 4, "seed": 0}
@@ -64,15 +65,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> FoldInputs:
 
 
 def _fit(inputs: FoldInputs, root: Path, train: dict, model: dict = SMALL) -> dict:
-    return fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
-        inputs,
-        model,
-        train,
-        {},
-        root / "ck",
-        threads=1,
-    )
+    return fit_synthetic(inputs, root, model, train)
 
 
 def test_reference_settings_train(inputs: FoldInputs, tmp_path: Path) -> None:

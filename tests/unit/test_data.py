@@ -16,12 +16,11 @@ from fvc.data import (
     METADATA_COLUMNS,
     DataError,
     Progress,
-    build_clip_cache,
     load_metadata,
     read_metadata_source,
 )
 from fvc.video import decode_clip
-from tests.conftest import write_video
+from tests.conftest import build_cache, write_video
 
 DATA = {"positive_label": "fake", "group_column": "group", "num_frames": 4, "size": 16}
 
@@ -100,20 +99,14 @@ def test_broken_videos_are_excluded_with_reasons(
     assert reasons[len(rows)] == "duplicate of row 1"
     assert excluded["row"].tolist() == sorted(excluded["row"])
     # A video that only fails when its frames are decoded is excluded by the clip cache.
-    index = build_clip_cache(
-        tmp_path / "out/metadata.parquet",
-        tmp_path / "c.npy",
-        tmp_path / "c.parquet",
-        tmp_path / "dx.tsv",
-        DATA,
-    )
-    decode_excluded = pd.read_csv(tmp_path / "dx.tsv", sep="\t")
+    index = build_cache(tmp_path / "out/metadata.parquet", tmp_path / "c", DATA)
+    decode_excluded = pd.read_csv(tmp_path / "c/dx.tsv", sep="\t")
     assert list(decode_excluded.columns) == EXCLUDED_COLUMNS
     late = [k for k in kinds if broken_videos[k]["stage"] == "decode"]
     assert sorted(Path(p).stem for p in decode_excluded["path"]) == sorted(late)
     assert all(r.startswith("undecodable") for r in decode_excluded["reason"])
     assert len(index) == len(out) - len(late)
-    assert np.load(tmp_path / "c.npy", mmap_mode="r").shape == (len(index), 4, 16, 16, 3)
+    assert np.load(tmp_path / "c/clips.npy", mmap_mode="r").shape == (len(index), 4, 16, 16, 3)
 
 
 @pytest.mark.parametrize(
@@ -190,9 +183,7 @@ def test_clip_cache_matches_decode_and_is_deterministic(videos: Path, tmp_path: 
     outs = []
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
-        index = build_clip_cache(
-            md, d / "clips.npy", d / "clips.parquet", d / "dx.tsv", DATA, workers=workers
-        )
+        index = build_cache(md, d, DATA, workers=workers)
         outs.append((d / "clips.npy").read_bytes())
     assert outs[0] == outs[1]
     clips = np.load(tmp_path / "w1/clips.npy")
@@ -204,25 +195,13 @@ def test_clip_cache_matches_decode_and_is_deterministic(videos: Path, tmp_path: 
         expected, _ = decode_clip(row.path, 4, 16)
         assert np.array_equal(clips[row.clip_row], expected)
     with pytest.raises(DataError, match="fewer than min_per_class"):
-        build_clip_cache(
-            md,
-            tmp_path / "x.npy",
-            tmp_path / "x.parquet",
-            tmp_path / "x.tsv",
-            {**DATA, "short_videos": "exclude"},
-            min_per_class=3,
-        )
-    assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x.*"))
-    excl = build_clip_cache(
-        md,
-        tmp_path / "y.npy",
-        tmp_path / "y.parquet",
-        tmp_path / "y.tsv",
-        {**DATA, "short_videos": "exclude"},
-    )
-    assert len(excl) == 5 and np.load(tmp_path / "y.npy").shape[0] == 5
-    assert np.array_equal(np.load(tmp_path / "y.npy"), clips[:5])
-    assert pd.read_csv(tmp_path / "y.tsv", sep="\t")["reason"].str.startswith("too short").all()
+        build_cache(md, tmp_path / "x", {**DATA, "short_videos": "exclude"}, min_per_class=3)
+    x = tmp_path / "x"
+    assert not x.exists() or list(x.iterdir()) == []  # no output, no temp file
+    excl = build_cache(md, tmp_path / "y", {**DATA, "short_videos": "exclude"})
+    assert len(excl) == 5 and np.load(tmp_path / "y/clips.npy").shape[0] == 5
+    assert np.array_equal(np.load(tmp_path / "y/clips.npy"), clips[:5])
+    assert pd.read_csv(tmp_path / "y/dx.tsv", sep="\t")["reason"].str.startswith("too short").all()
 
 
 def test_progress_line_has_counts_rate_and_eta() -> None:
@@ -242,14 +221,7 @@ def test_stages_log_progress_to_the_end(
     _table(GOOD).to_csv(meta, index=False)
     with caplog.at_level(logging.INFO, logger="fvc.data"):
         _load(tmp_path, meta, workers=2)
-        build_clip_cache(
-            tmp_path / "out/metadata.parquet",
-            tmp_path / "c.npy",
-            tmp_path / "c.parquet",
-            tmp_path / "dx.tsv",
-            DATA,
-            workers=2,
-        )
+        build_cache(tmp_path / "out/metadata.parquet", tmp_path / "c", DATA, workers=2)
     lines = [r.getMessage() for r in caplog.records]
     for stage in ("probe", "decode"):
         assert f"{stage}: 6 videos on 2 worker process(es)" in lines
@@ -285,14 +257,10 @@ def test_unexpected_errors_stop_the_stage_naming_the_video(
         real = fvc.data.decode_windows
         monkeypatch.setattr(fvc.data, "decode_windows", boom)
         with pytest.raises(DataError, match=r"a3\.mp4: unexpected TypeError while decoding"):
-            build_clip_cache(
-                tmp_path / "out/metadata.parquet",
-                tmp_path / "c.npy",
-                tmp_path / "c.parquet",
-                tmp_path / "dx.tsv",
-                DATA,
-            )
-        assert not (tmp_path / "c.npy").exists() and not (tmp_path / "c.parquet").exists()
+            build_cache(tmp_path / "out/metadata.parquet", tmp_path / "c", DATA)
+        assert (
+            not (tmp_path / "c/clips.npy").exists() and not (tmp_path / "c/clips.parquet").exists()
+        )
 
 
 @pytest.mark.timeout(120)
@@ -304,12 +272,5 @@ def test_forked_decoders_after_decoding_in_the_parent_do_not_deadlock(
     _table(GOOD).to_csv(meta, index=False)
     _load(tmp_path, meta)
     decode_clip(videos / "videos/a0.mp4", 4, 16)  # the parent now holds a scaler
-    index = build_clip_cache(
-        tmp_path / "out/metadata.parquet",
-        tmp_path / "c.npy",
-        tmp_path / "c.parquet",
-        tmp_path / "dx.tsv",
-        DATA,
-        workers=2,
-    )
+    index = build_cache(tmp_path / "out/metadata.parquet", tmp_path / "c", DATA, workers=2)
     assert len(index) == len(GOOD)

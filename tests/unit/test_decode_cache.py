@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fvc.data import build_clip_cache, load_metadata
-from tests.conftest import write_bitflipped, write_video
+from fvc.data import load_metadata
+from tests.conftest import build_cache, write_bitflipped, write_video
 
 DATA = {"positive_label": "fake", "group_column": None, "num_frames": 4, "size": 16}
 
@@ -47,15 +47,7 @@ def _metadata(root: Path, names: list[str], tag: str) -> Path:
 
 
 def _build(md: Path, out: Path, cache: Path | None, **cfg: Any) -> pd.DataFrame:
-    return build_clip_cache(
-        md,
-        out / "clips.npy",
-        out / "clips.parquet",
-        out / "dx.tsv",
-        {**DATA, **cfg},
-        workers=2,
-        cache_dir=cache,
-    )
+    return build_cache(md, out, {**DATA, **cfg}, workers=2, cache_dir=cache)
 
 
 def _same_outputs(a: Path, b: Path) -> None:

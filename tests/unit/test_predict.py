@@ -17,13 +17,14 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.synthetic import write_synthetic_inputs
+from bench.synthetic import fold_inputs, write_synthetic_inputs
 from fvc.data import build_clip_cache
 from fvc.formats import DataError, read_metadata_source
 from fvc.metrics import binary_metrics
 from fvc.models import build_model, input_normalization
 from fvc.predict import (
     PredictError,
+    SetFiles,
     decision_threshold,
     load_model,
     model_paths,
@@ -34,7 +35,7 @@ from fvc.predict import (
     score,
     set_spec,
 )
-from fvc.train import FoldInputs, FoldOutputs, FoldTarget, fit_fold
+from fvc.train import FoldOutputs, FoldTarget, fit_fold
 from tests.conftest import write_video
 
 DATA = {
@@ -57,7 +58,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in (0, 1):
         fit_fold(
             FoldTarget(k, FoldOutputs.in_dir(root / f"fold_{k}")),
-            FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][k]),
+            fold_inputs(inputs, k),
             {"name": "small3d", "dropout": 0.2},
             {"epochs": 1, "batch_size": 4, "seed": 3},
             {},
@@ -198,7 +199,7 @@ def test_set_spec_and_missing_source(tmp_path: Path) -> None:
         set_spec("a", {"metadata": "x", "labels": True})
     with pytest.raises(PredictError, match=r"^predict.sets.gone: .*nope.csv does not exist$"):
         prepare_predict_set(
-            "gone", set_spec("gone", str(tmp_path / "nope.csv")), DATA, *(tmp_path / "o",) * 4
+            "gone", set_spec("gone", str(tmp_path / "nope.csv")), DATA, SetFiles.in_dir(tmp_path)
         )
 
 
@@ -207,15 +208,7 @@ def test_set_spec_and_missing_source(tmp_path: Path) -> None:
 
 def _prepare(name: str, source: Path, out: Path, cache: Path | None = None) -> pd.DataFrame:
     index, _ = prepare_predict_set(
-        name,
-        set_spec(name, str(source)),
-        DATA,
-        out / "metadata.parquet",
-        out / "clips.npy",
-        out / "clips.parquet",
-        out / "excluded.tsv",
-        workers=1,
-        cache_dir=cache,
+        name, set_spec(name, str(source)), DATA, SetFiles.in_dir(out), workers=1, cache_dir=cache
     )
     return index
 

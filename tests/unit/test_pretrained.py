@@ -21,7 +21,7 @@ import pytest
 import torch
 from torchvision.models import video as tv_video
 
-from bench.synthetic import write_synthetic_inputs
+from bench.synthetic import fit_synthetic, fold_inputs, write_synthetic_inputs
 from fvc.datasets import MEAN, STD, input_norm, to_model_input
 from fvc.memory import MemoryPolicy
 from fvc.models import (
@@ -35,7 +35,7 @@ from fvc.models import (
     torchvision_weights,
     weights_cache_path,
 )
-from fvc.train import FoldInputs, FoldOutputs, FoldTarget, TrainingInterrupted, fit_fold, run_fold
+from fvc.train import FoldOutputs, FoldTarget, TrainingInterrupted, run_fold
 from fvc.train import resume as ckpt
 from fvc.train.optim import lr_factor, make_scheduler, param_groups
 from fvc.train.state import new_run
@@ -142,10 +142,6 @@ def test_normalisation_comes_from_the_weights_transforms() -> None:
     assert out[0, :, 0, 0, 0].tolist() == [2.0, 1.0, 0.5]
 
 
-def fold_files(inputs: dict, fold: int = 0) -> FoldInputs:
-    return FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][fold])
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict:
     return write_synthetic_inputs(tmp_path_factory.mktemp("in"), n_videos=16, frames=4, size=16)
@@ -158,7 +154,7 @@ def test_offline_fold_stops_at_start_with_one_line_and_writes_nothing(
     with caplog.at_level(logging.INFO):
         status = run_fold(
             FoldTarget(0, FoldOutputs.in_dir(out)),
-            fold_files(inputs),
+            fold_inputs(inputs),
             {"name": "r3d_18", "weights": "KINETICS400_V1"},
             {"epochs": 1, "batch_size": 4},
             {},
@@ -179,15 +175,7 @@ def test_fold_trains_from_cached_torchvision_weights(torch_home, inputs, tmp_pat
     place_in_cache(torch_home, small.state_dict())
     cfg = {"name": "r3d_18", "weights": "KINETICS400_V1", "dropout": 0.0}
     train = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "freeze_backbone_epochs": 1}
-    metrics = fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out")),
-        fold_files(inputs),
-        cfg,
-        train,
-        {},
-        tmp_path / "ck",
-        threads=1,
-    )
+    metrics = fit_synthetic(inputs, tmp_path, cfg, train)
     assert metrics["epochs_trained"] == 1
     best = torch.load(tmp_path / "out" / "best_model.pt", weights_only=True)
     assert best["model"]["weights"] == "KINETICS400_V1"
@@ -209,16 +197,8 @@ def small3d_weights(tmp_path: Path) -> tuple[str, dict[str, torch.Tensor]]:
 
 
 def fit(inputs: dict, root: Path, model: dict, train: dict, **kw) -> dict:
-    return fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
-        fold_files(inputs),
-        model,
-        {"batch_size": 4, "seed": 1, "checkpoint_every_n_batches": 2, **train},
-        {},
-        root / "ck",
-        threads=1,
-        **kw,
-    )
+    train = {"batch_size": 4, "seed": 1, "checkpoint_every_n_batches": 2, **train}
+    return fit_synthetic(inputs, root, model, train, **kw)
 
 
 def params_of(state: dict[str, torch.Tensor], head: bool) -> dict[str, torch.Tensor]:

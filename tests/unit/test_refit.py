@@ -17,13 +17,14 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.synthetic import write_synthetic_inputs
+from bench.synthetic import fit_synthetic, write_synthetic_inputs
 from fvc.augment import augment_fold
 from fvc.datasets import load_fold
 from fvc.models import build_model
 from fvc.refit import RefitError, fold_best_epochs, refit, refit_epochs
-from fvc.train import EXIT_RESUMABLE, FinalOutputs, FoldInputs, FoldOutputs, FoldTarget, fit_fold
+from fvc.train import EXIT_RESUMABLE, FinalOutputs, FoldInputs
 from fvc.train import resume as ckpt
+from tests.conftest import assert_same_weights
 
 MODEL = {"name": "small3d", "dropout": 0.2}
 # cosine over 4 epochs: the final model (2 epochs) must still train with the folds' rates
@@ -59,14 +60,19 @@ def write_metrics(root: Path, best_epochs: list[int]) -> list[Path]:
     return paths
 
 
+def final_inputs(inputs: dict) -> FoldInputs:
+    """The final model's inputs: every video of splits.parquet and its augmented copies."""
+    names = ("clips", "index", "splits", "aug_clips", "aug_manifest")
+    return FoldInputs(*(inputs[k] for k in names))
+
+
 def run_refit(inputs: dict, root: Path, best_epochs=(2, 3, 1), **kw) -> int:
     metrics = write_metrics(root / "folds", list(best_epochs))
+    files = FoldInputs(
+        *(inputs[k] for k in ("clips", "index", "splits", "aug_clips", "aug_manifest"))
+    )
     return refit(
-        inputs["clips"],
-        inputs["index"],
-        inputs["splits"],
-        inputs["aug_clips"],
-        inputs["aug_manifest"],
+        files,
         metrics,
         FinalOutputs.in_dir(root / "final"),
         root / "final" / "refit.json",
@@ -84,10 +90,11 @@ def load_final(root: Path) -> dict:
     return torch.load(root / "final" / "model.pt", weights_only=True)
 
 
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+def stopped_refit(inputs: dict, root: Path) -> int:
+    """A refit whose time budget (1 min, 30 s margin, started 30 s ago) ends after one step."""
+    return run_refit(
+        inputs, root, train={"time_margin_s": 30}, runtime_min=1.0, started_at=time.time() - 30
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +135,7 @@ def test_missing_fold_metrics_exit_2_with_one_log_line(inputs, tmp_path, caplog)
     metrics = write_metrics(tmp_path, [2, 3])
     metrics[0].unlink()
     code = refit(
-        inputs["clips"],
-        inputs["index"],
-        inputs["splits"],
-        inputs["aug_clips"],
-        inputs["aug_manifest"],
+        final_inputs(inputs),
         metrics,
         FinalOutputs.in_dir(tmp_path / "final"),
         tmp_path / "final" / "refit.json",
@@ -153,14 +156,7 @@ def test_the_training_set_is_every_usable_video_plus_its_augmented_copies(inputs
     assert sorted(manifest["video_id"]) == sorted(splits["video_id"])
     fold_manifest = pd.read_parquet(inputs["folds"][0]["aug_manifest"])
     assert len(manifest) > len(fold_manifest)
-    data = load_fold(
-        inputs["clips"],
-        inputs["index"],
-        inputs["splits"],
-        inputs["aug_clips"],
-        inputs["aug_manifest"],
-        fold=None,
-    )
+    data = load_fold(final_inputs(inputs), fold=None)
     assert len(data.val) == 0 and data.n_aug == len(splits)
     assert len(data.train) == 2 * len(splits)
     main = data.train.sources == 0
@@ -193,19 +189,7 @@ def test_final_model_is_the_last_epoch_in_best_model_layout(inputs, reference) -
 def test_the_lr_schedule_spans_train_epochs(inputs, reference, tmp_path) -> None:
     # epoch e of the final model trains at the rate epoch e of a fold trained at
     hist = pd.read_csv(reference / "final" / "history.csv")
-    fold_inputs = FoldInputs(
-        inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][0]
-    )
-    fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(tmp_path / "out")),
-        fold_inputs,
-        MODEL,
-        TRAIN,
-        {},
-        tmp_path / "ck",
-        threads=1,
-        device="cpu",
-    )
+    fit_synthetic(inputs, tmp_path, MODEL, TRAIN, device="cpu")
     fold_hist = pd.read_csv(tmp_path / "out" / "history.csv")
     assert len(fold_hist) == 4
     assert list(hist["lr"]) == pytest.approx(list(fold_hist["lr"][:2]))
@@ -213,13 +197,7 @@ def test_the_lr_schedule_spans_train_epochs(inputs, reference, tmp_path) -> None
 
 
 def test_time_budget_stop_then_rerun_resumes_to_identical_weights(inputs, reference, tmp_path):
-    code = run_refit(
-        inputs,
-        tmp_path,
-        train={"time_margin_s": 30},
-        runtime_min=1.0,
-        started_at=time.time() - 30,
-    )
+    code = stopped_refit(inputs, tmp_path)
     assert code == EXIT_RESUMABLE
     state = ckpt.load_checkpoint(tmp_path / "ck" / ckpt.LATEST)
     assert (state["epoch"], state["batch_in_epoch"]) == (0, 1)
@@ -284,13 +262,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_identical_weights(inputs, refer
 def test_fewer_epochs_after_a_stop_start_fresh_not_past_the_limit(inputs, tmp_path) -> None:
     # stopped inside epoch 1 of 2; then the folds say 1 epoch: the checkpoint (trained for a
     # 2-epoch refit) is not resumed, the final model is a clean 1-epoch run
-    code = run_refit(
-        inputs,
-        tmp_path,
-        train={"time_margin_s": 30},
-        runtime_min=1.0,
-        started_at=time.time() - 30,
-    )
+    code = stopped_refit(inputs, tmp_path)
     assert code == EXIT_RESUMABLE
     assert run_refit(inputs, tmp_path, best_epochs=(1, 1, 2)) == 0
     events = [json.loads(x) for x in (tmp_path / "final/memory.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ import fvc
 import fvc.cli
 import fvc.train
 import fvc.train.loop
-from bench.synthetic import write_synthetic_inputs
+from bench.synthetic import fit_synthetic, fold_inputs, write_synthetic_inputs
 from fvc.config import SCHEMA_PATH, ModelConfig, TrainConfig
 from fvc.datasets import (
     class_weights,
@@ -37,12 +37,12 @@ from fvc.train import (
     FoldTarget,
     TrainingFailed,
     TrainingInterrupted,
-    fit_fold,
 )
 from fvc.train import resume as ckpt
 from fvc.train.publish import HISTORY_COLUMNS
 from fvc.train.state import Position, Run
 from fvc.train.step import apply_update, forward_backward
+from tests.conftest import assert_same_weights
 
 
 def train_step(run, x, y, micro):
@@ -60,24 +60,18 @@ def inputs(tmp_path_factory) -> dict:
     return write_synthetic_inputs(tmp_path_factory.mktemp("in"), n_videos=24, frames=4, size=16)
 
 
-def fold_inputs(inputs: dict, fold: int = 0) -> FoldInputs:
-    return FoldInputs(inputs["clips"], inputs["index"], inputs["splits"], **inputs["folds"][fold])
-
-
 def fit(inputs: dict, root: Path, train: dict | None = None, **kw) -> dict:
     """fit_fold on fold 0 on the CPU, outputs in root/out and checkpoints in root/ck.
 
     The device is explicit so the bit-identity assertions also hold on a machine with a GPU.
     """
     model = kw.pop("model", {"name": "small3d", "dropout": 0.2})
-    return fit_fold(
-        FoldTarget(0, FoldOutputs.in_dir(root / "out")),
-        fold_inputs(inputs),
+    return fit_synthetic(
+        inputs,
+        root,
         model,
         {**BASE, **(train or {})},
         kw.pop("memory", {}),
-        root / "ck",
-        threads=1,
         device=kw.pop("device", "cpu"),
         **kw,
     )
@@ -105,12 +99,6 @@ def final_weights(root: Path) -> dict[str, torch.Tensor]:
     return ckpt.load_checkpoint(root / "ck" / ckpt.LATEST)["model_state"]
 
 
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
 @pytest.fixture(scope="module")
 def reference(inputs, tmp_path_factory) -> Path:
     """One uninterrupted run of the BASE config."""
@@ -123,7 +111,7 @@ def reference(inputs, tmp_path_factory) -> Path:
 
 
 def test_fold_sets_come_from_the_declared_artifacts(inputs) -> None:
-    data = load_fold(**vars(fold_inputs(inputs, 1)), fold=1)
+    data = load_fold(fold_inputs(inputs, 1), fold=1)
     splits = pd.read_parquet(inputs["splits"])
     assert len(data.val) == (splits["fold"] == 1).sum() == 12
     assert len(data.train) == 12 + data.n_aug and data.n_aug == 12
@@ -138,26 +126,28 @@ def test_fold_sets_come_from_the_declared_artifacts(inputs) -> None:
 
 def test_no_augmentation_and_bad_inputs(tmp_path) -> None:
     p = write_synthetic_inputs(tmp_path, n_videos=8, aug_copies=0)
-    fi = vars(FoldInputs(p["clips"], p["index"], p["splits"], **p["folds"][0]))
-    assert load_fold(**fi, fold=0).n_aug == 0
+    fi = vars(fold_inputs(p))
+    assert load_fold(FoldInputs(**fi), fold=0).n_aug == 0
     with pytest.raises(ValueError, match="no video has fold 5"):
-        load_fold(**fi, fold=5)
+        load_fold(FoldInputs(**fi), fold=5)
     splits = pd.read_parquet(p["splits"])
     splits.loc[3, "clip_row"] = 99
     splits.to_parquet(tmp_path / "bad_row.parquet")
     with pytest.raises(
         ValueError, match=r"bad_row.parquet: row 3 \(video_id v00004\) has clip_row 99"
     ):
-        load_fold(**{**fi, "splits": tmp_path / "bad_row.parquet"}, fold=0)
+        load_fold(FoldInputs(**{**fi, "splits": tmp_path / "bad_row.parquet"}), fold=0)
     splits = pd.read_parquet(p["splits"]).assign(label=lambda d: d["label"].replace(1, 7))
     splits.to_parquet(tmp_path / "bad_label.parquet")
     with pytest.raises(
         ValueError, match=r"bad_label.parquet: row 1 \(video_id v00002\) has label 7 "
     ):
-        load_fold(**{**fi, "splits": tmp_path / "bad_label.parquet"}, fold=0)
+        load_fold(FoldInputs(**{**fi, "splits": tmp_path / "bad_label.parquet"}), fold=0)
     leak = write_synthetic_inputs(tmp_path / "leak", n_videos=8)
     with pytest.raises(ValueError, match="augmented copies of validation video"):
-        load_fold(**{**fi, **leak["folds"][1]}, fold=0)  # fold 1's copies = fold 0's val videos
+        load_fold(
+            FoldInputs(**{**fi, **leak["folds"][1]}), fold=0
+        )  # fold 1's copies = fold 0's val videos
 
 
 def test_batch_order_is_a_pure_function_of_seed_fold_epoch() -> None:
@@ -220,7 +210,7 @@ def test_outputs_follow_the_artifact_contract(inputs, reference) -> None:
 
 
 def test_micro_batches_accumulate_the_full_batch_gradient(inputs) -> None:
-    data = load_fold(**vars(fold_inputs(inputs)), fold=0)
+    data = load_fold(fold_inputs(inputs), fold=0)
     x, y = data.train.get_batch(np.arange(8))
     grads = []
     for micro in (8, 3):
@@ -235,7 +225,7 @@ def test_micro_batches_accumulate_the_full_batch_gradient(inputs) -> None:
 
 
 def test_cpu_amp_skips_steps_with_non_finite_gradients(inputs, tmp_path) -> None:
-    data = load_fold(**vars(fold_inputs(inputs)), fold=0)
+    data = load_fold(fold_inputs(inputs), fold=0)
     x, y = data.train.get_batch(np.arange(4))
     torch.manual_seed(0)
     model = build_model({"name": "small3d"})
@@ -431,7 +421,7 @@ def test_bad_config_and_cli_help(inputs, tmp_path, capsys) -> None:
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_runs_the_model_in_the_configured_precision(inputs, precision: str) -> None:
     """Fails if autocast were disabled: the convolutions would then compute in float32."""
-    data = load_fold(**vars(fold_inputs(inputs)), fold=0)
+    data = load_fold(fold_inputs(inputs), fold=0)
     x, y = data.train.get_batch(np.arange(4))
     torch.manual_seed(0)
     model = build_model({"name": "small3d"})

@@ -11,7 +11,7 @@ A bad table logs a one-line error naming predict.sets.<name> and exits 1, writin
 from fvc.data import DataError
 from fvc.log import exit_on, setup_logging
 from fvc.memory import aggressive_gc
-from fvc.predict import PredictError, prepare_predict_set
+from fvc.predict import PredictError, SetFiles, prepare_predict_set
 
 setup_logging(snakemake.log[0])
 o = snakemake.output
@@ -20,10 +20,7 @@ with exit_on("fvc.predict", DataError, PredictError):
         snakemake.params.name,
         dict(snakemake.params.spec),
         dict(snakemake.params.data),
-        o.metadata,
-        o.clips,
-        o.index,
-        o.excluded,
+        SetFiles(o.metadata, o.clips, o.index, o.excluded),
         workers=snakemake.threads,
         cache_dir=snakemake.params.cache,
     )

@@ -4,7 +4,7 @@ checkpoint directory.
 input: clips, index, splits, aug_clips, aug_manifest (final/augment/), metrics (every fold's
 metrics.json); output: model, history, memory_log, info; params: model, train, memory (the
 result-affecting keys; the operational ones come from snakemake.config), checkpoint_dir;
-resources.runtime (minutes, optional: the time budget); threads.
+resources.runtime (minutes, optional: the time budget); threads (fvc.train.rule_arguments).
 Exits 75 after a deliberate stop (signal or time budget) with a checkpoint written, so
 Snakemake's retry resumes; 2 with one log line when a fold's metrics.json is unusable.
 """
@@ -13,25 +13,16 @@ import sys
 
 from fvc.log import setup_logging
 from fvc.refit import refit
-from fvc.train import FinalOutputs
+from fvc.train import FinalOutputs, FoldInputs, rule_arguments
 
 setup_logging(snakemake.log[0])
-i, o, p, cfg = snakemake.input, snakemake.output, snakemake.params, snakemake.config
+i, o = snakemake.input, snakemake.output
 sys.exit(
     refit(
-        i.clips,
-        i.index,
-        i.splits,
-        i.aug_clips,
-        i.aug_manifest,
+        FoldInputs(i.clips, i.index, i.splits, i.aug_clips, i.aug_manifest),
         list(i.metrics),
         FinalOutputs(o.model, o.history, o.memory_log),
         o.info,
-        dict(p.model),
-        {**cfg["train"], **p.train},
-        {**cfg["memory"], **p.memory},
-        p.checkpoint_dir,
-        runtime_min=getattr(snakemake.resources, "runtime", None),
-        threads=snakemake.threads,
+        **rule_arguments(snakemake),
     )
 )

@@ -18,15 +18,16 @@ One idea per module:
 Garbage collection and the memory log are :mod:`fvc.memory`; devices :mod:`fvc.devices`.
 """
 
-from fvc.train.loop import TrainingFailed, evaluate, fit_fold, run_fold, train_one_epoch
-from fvc.train.publish import (
-    FinalOutputs,
-    FinalTarget,
-    FoldInputs,
-    FoldOutputs,
-    FoldTarget,
-    Target,
+from fvc.datasets import FoldInputs
+from fvc.train.loop import (
+    TrainingFailed,
+    evaluate,
+    fit_fold,
+    rule_arguments,
+    run_fold,
+    train_one_epoch,
 )
+from fvc.train.publish import FinalOutputs, FinalTarget, FoldOutputs, FoldTarget, Target
 from fvc.train.stop import EXIT_RESUMABLE, TrainingInterrupted
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "TrainingInterrupted",
     "evaluate",
     "fit_fold",
+    "rule_arguments",
     "run_fold",
     "train_one_epoch",
 ]

@@ -18,6 +18,7 @@ checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from fvc.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig, defa
 from fvc.datasets import (
     ClipSet,
     FoldData,
+    FoldInputs,
     InputNorm,
     collate_batch,
     epoch_batches,
@@ -53,7 +55,7 @@ from fvc.models import (
 )
 from fvc.train import resume
 from fvc.train.precision import autocast
-from fvc.train.publish import FoldInputs, Target, record_epoch
+from fvc.train.publish import Target, record_epoch
 from fvc.train.state import (
     Run,
     check_checkpoint,
@@ -232,7 +234,7 @@ def _start(
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True  # clip shapes are fixed within a run
-    data = load_fold(**dataclasses.asdict(inputs), fold=target.held_out)
+    data = load_fold(inputs, fold=target.held_out)
     files = dataclasses.asdict(inputs) | ({"weights": weights_file} if weights_file else {})
     # a changed epoch limit must not resume past it (a fold's fingerprint has none)
     limit = {"stop_after_epochs": target.epoch_limit} if target.epoch_limit else {}
@@ -426,27 +428,21 @@ def fit_fold(
             policy.teardown()
 
 
-def run_fold(
-    target: Target,
-    inputs: FoldInputs,
-    model_cfg: ModelConfig | dict | None,
-    train_cfg: TrainConfig | dict | None,
-    memory_cfg: MemoryConfig | dict | None,
-    checkpoint_dir: str | Path,
-    **kwargs: Any,
-) -> int:
-    """:func:`fit_fold` as a job: 0 when done, :data:`EXIT_RESUMABLE` after a deliberate stop.
+def run_fold(*args: Any, **kwargs: Any) -> int:
+    """:func:`fit_fold` (same arguments) as a job: 0 when done, :data:`EXIT_RESUMABLE` after a
+    deliberate stop.
 
     Before anything initialises CUDA it claims a GPU slot for ``train.device`` auto/cuda when
     several GPUs are visible, also inside a SLURM allocation (:func:`fvc.devices.claim_gpu_slot`;
     a job given one GPU keeps it). A configuration error is one log line and exit status 2;
     unusable ``model.weights`` one line and status 1.
     """
+    job = inspect.signature(fit_fold).bind(*args, **kwargs).arguments
     try:
-        train = TrainConfig.of(train_cfg)
-        if (kwargs.get("device") or train.device) in ("auto", "cuda"):
+        train = TrainConfig.of(job["train_cfg"])
+        if (job.get("device") or train.device) in ("auto", "cuda"):
             claim_gpu_slot()
-        fit_fold(target, inputs, model_cfg, train, memory_cfg, checkpoint_dir, **kwargs)
+        fit_fold(*args, **kwargs)
     except TrainingInterrupted:
         return EXIT_RESUMABLE
     except ConfigError as exc:
@@ -458,3 +454,20 @@ def run_fold(
     finally:
         aggressive_gc()
     return 0
+
+
+def rule_arguments(smk: Any) -> dict[str, Any]:
+    """The train and refit rules' job arguments of :func:`run_fold` from the script's
+    ``snakemake`` object: the model section, the train and memory sections (the rule's params
+    hold their result-affecting keys, ``snakemake.config`` the operational ones, which are
+    kept out of the params so that changing one reruns nothing), the checkpoint directory, the
+    time budget (``resources.runtime``, minutes) and the thread count."""
+    p, cfg = smk.params, smk.config
+    return {
+        "model_cfg": dict(p.model),
+        "train_cfg": {**cfg["train"], **p.train},
+        "memory_cfg": {**cfg["memory"], **p.memory},
+        "checkpoint_dir": p.checkpoint_dir,
+        "runtime_min": getattr(smk.resources, "runtime", None),
+        "threads": smk.threads,
+    }

@@ -44,46 +44,36 @@ HISTORY_COLUMNS = (
 FINAL_HISTORY_COLUMNS = ("epoch", "train_loss", "lr", "micro_batch_size", "seconds")
 
 
+class _InDir:
+    """``in_dir(folder)``: the outputs under their usual file names (:attr:`NAMES`)."""
+
+    NAMES: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def in_dir(cls, out_dir: str | Path) -> Any:
+        return cls(*(Path(out_dir) / name for name in cls.NAMES))
+
+
 @dataclass
-class FoldInputs:
-    """The train rule's inputs (docs/artifacts.md); field names = the rule's input names."""
-
-    clips: str
-    index: str
-    splits: str
-    aug_clips: str
-    aug_manifest: str
-
-
-@dataclass
-class FoldOutputs:
+class FoldOutputs(_InDir):
     """The train rule's declared outputs (docs/artifacts.md)."""
 
+    NAMES = ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt", "memory.jsonl")
     metrics: str | Path
     predictions: str | Path
     history: str | Path
     model: str | Path
     memory_log: str | Path
 
-    @classmethod
-    def in_dir(cls, out_dir: str | Path) -> FoldOutputs:
-        d = Path(out_dir)
-        names = ("metrics.json", "predictions.parquet", "history.csv", "best_model.pt")
-        return cls(*(d / n for n in names), d / "memory.jsonl")
-
 
 @dataclass
-class FinalOutputs:
+class FinalOutputs(_InDir):
     """The refit rule's declared outputs (docs/artifacts.md): the final model, no validation."""
 
+    NAMES = ("model.pt", "history.csv", "memory.jsonl")
     model: str | Path
     history: str | Path
     memory_log: str | Path
-
-    @classmethod
-    def in_dir(cls, out_dir: str | Path) -> FinalOutputs:
-        d = Path(out_dir)
-        return cls(d / "model.pt", d / "history.csv", d / "memory.jsonl")
 
 
 @dataclass(frozen=True)
