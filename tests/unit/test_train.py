@@ -282,6 +282,18 @@ def test_evaluation_halves_its_batch_on_oom(inputs, tmp_path, monkeypatch) -> No
     assert sizes == [2, 1]
 
 
+def test_evaluation_follows_the_memory_policy_and_never_skips(inputs, tmp_path, monkeypatch):
+    """Evaluation shares the step's OOM policy: it stops halving at memory.min_batch_size, and
+    since a skipped validation batch would drop videos, an OOM there fails the fold."""
+    monkeypatch.setattr(fvc.train.loop, "build_model", oom_model(limit=1, training=False))
+    with pytest.raises(MemoryError, match=r"minimum batch 2 \(memory.min_batch_size\)"):
+        fit(inputs, tmp_path, {"epochs": 1}, memory={"min_batch_size": 2, "max_oom_retries": 0})
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    events = [json.loads(x) for x in (tmp_path / "ck/memory.jsonl").read_text().splitlines()]
+    sizes = [e["eval_batch_size"] for e in events if e["event"] == "eval_batch_size"]
+    assert sizes == [2] and not [e for e in events if e["event"] in ("skip", "eval_skip")]
+
+
 def test_fold_fails_when_too_many_batches_are_skipped(inputs, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(fvc.train.loop, "build_model", oom_model(limit=0))
     with pytest.raises(TrainingFailed, match=r"6 of 6 batches skipped .*max_skip_fraction 0.1"):

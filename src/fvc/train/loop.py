@@ -1,12 +1,14 @@
-"""The training loop: ``fit_fold`` around ``train_one_epoch`` and ``evaluate`` (plain functions).
+"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit_fold`` (plain functions).
 
-Read top to bottom: :func:`fit_fold` sets a run up (device, data, fingerprint, seeded model,
-resume decision), runs the epochs (:func:`train_one_epoch`, then :func:`evaluate` and the
-epoch's bookkeeping, a checkpoint at each epoch end), publishes the target's outputs and
-stops; :func:`run_fold` turns it into a job's exit status. One batch's step, with its OOM
-handling, is :mod:`fvc.train.step`; the checkpoint dict :mod:`fvc.train.state`; checkpoint
-files, the fingerprint and the resume decision :mod:`fvc.train.resume`; what a fold and the
-final model publish :mod:`fvc.train.publish`.
+Read top to bottom, in the shape of torchvision's reference scripts: :func:`train_one_epoch`
+(the batches of one epoch, each one :func:`fvc.train.step.robust_step`), :func:`evaluate`
+(P(fake) per video) and :func:`end_epoch` (validation and the epoch's bookkeeping) make an
+epoch; :func:`_start` (device, data, fingerprint, seeded model, resume decision) and
+:func:`_epochs` (the epochs, a checkpoint at each end) are :func:`fit_fold`'s two halves, which
+then publishes the target's outputs; :func:`run_fold` turns it into a job's exit status. The
+checkpoint dict is :mod:`fvc.train.state`; checkpoint files, the fingerprint and the resume
+decision :mod:`fvc.train.resume`; what a fold and the final model publish
+:mod:`fvc.train.publish`.
 
 An epoch's batch order is a pure function of (seed, stream, epoch), so a resumed run on the
 CPU ends with bit-identical weights. SIGTERM/SIGUSR1 or the time budget finish the step,
