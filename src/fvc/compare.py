@@ -2,9 +2,9 @@
 
 Cross-validation folds overlap in their training data, so per-fold scores of two models are
 neither independent nor unpaired: a plain t-test on "mean ± std" of two configs is badly
-over-confident. Every variant is trained on exactly the same (repeat, fold) splits as the
-baseline, so we test the per-fold *differences* with the corrected resampled t-test of Nadeau &
-Bengio (2003), which inflates the variance by the train/test overlap:
+over-confident. A variant that keeps the baseline's videos is trained on exactly the same
+(repeat, fold) splits, so we test the per-fold *differences* with the corrected resampled t-test
+of Nadeau & Bengio (2003), which inflates the variance by the train/test overlap:
 
     t = mean(d) / sqrt((1/J + n2/n1) * var(d)),   df = J - 1
 
@@ -12,6 +12,12 @@ with J = k·r paired folds (k folds, r repeats), n1 training and n2 test videos 
 ``var`` the sample variance (ddof=1). With r > 1 this is exactly the corrected repeated k-fold
 test of Bouckaert & Frank (2004). The 95 % confidence interval of the mean difference uses the
 same corrected standard error.
+
+Pairing is checked, not assumed: every fold records the identity of its validation set
+(``val_set`` in metrics.json, :func:`fvc.splits.validation_set_id`). A variant whose (repeat,
+fold) validation sets are not all the baseline's (it overlays ``data`` keys that change which
+videos are usable, or another ``data.metadata``) validated on other videos; its folds are no
+pairs, so it gets its means and no test, and its ``pairing`` column (and the log) says why.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from scipy import stats
 
 from fvc import io
 from fvc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from fvc.splits import validation_set_id
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +57,15 @@ COMPARISON_COLUMNS = [
     "t_stat",
     "df",
     "p_value",
+    "pairing",
     "best",
     "higher_is_better",
 ]
+#: ``pairing`` of a variant tested against the baseline fold by fold.
+PAIRED = "paired"
+#: ``pairing`` when the folds recorded no validation set identity (a per-fold table from
+#: elsewhere): tested as pairs, as the (repeat, fold) index says, and marked as assumed.
+ASSUMED = "paired (assumed: the folds recorded no validation set identity)"
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,25 @@ def corrected_ttest(
     return PairedTest(n, mean, mean - half, mean + half, t_stat, df, min(p_value, 1.0))
 
 
+def pairing(per_fold: pd.DataFrame, variant: str, baseline: str = BASELINE) -> str:
+    """:data:`PAIRED` when every (repeat, fold) of ``variant`` validated on the same videos as
+    the baseline's (``val_set``), else why not (one line for comparison.tsv and the log)."""
+    if variant == baseline:
+        return PAIRED
+    if "val_set" not in per_fold.columns or per_fold["val_set"].isna().all():
+        return ASSUMED
+    sets = per_fold.set_index(["variant", "repeat", "fold"])["val_set"]
+    theirs, ours = sets.loc[variant], sets.loc[baseline]
+    joined = pd.concat([theirs.rename("v"), ours.rename("b")], axis=1, join="outer")
+    differ = int((joined["v"] != joined["b"]).sum())
+    if differ == 0:
+        return PAIRED
+    return (
+        f"unpaired: {differ} of {len(joined)} (repeat, fold) validation sets differ from the "
+        "baseline's (the variant changes which videos are usable); means only, no test"
+    )
+
+
 def compare_variants(
     per_fold: pd.DataFrame,
     test_train_ratio: float,
@@ -111,9 +143,11 @@ def compare_variants(
 ) -> pd.DataFrame:
     """One row per (variant, metric): mean, std, paired difference to the baseline and its test.
 
-    ``per_fold`` has one row per (variant, repeat, fold) with the metric columns. Folds are
-    paired on (repeat, fold); the baseline's own rows have diff 0 and no test (p_value NaN).
-    ``best`` marks the variant(s) with the best mean of each metric (lowest for losses).
+    ``per_fold`` has one row per (variant, repeat, fold) with the metric columns and
+    ``val_set``. Folds are paired on (repeat, fold) when their validation sets are the
+    baseline's (:func:`pairing`); an unpaired variant gets the difference of the means and no
+    test. The baseline's own rows have diff 0 and no test (p_value NaN). ``best`` marks the
+    variant(s) with the best mean of each metric (lowest for losses).
     """
     missing = {"variant", "repeat", "fold"} - set(per_fold.columns)
     if missing:
@@ -127,6 +161,7 @@ def compare_variants(
     if dup:
         raise ValueError(f"(variant, repeat, fold) {dup[:3]} appear more than once")
     base = indexed.loc[baseline]
+    pairs = {v: pairing(per_fold, v, baseline) for v in variants}
     rows: list[dict[str, Any]] = []
     for metric in used:
         higher = HIGHER_IS_BETTER.get(metric, True)
@@ -138,10 +173,15 @@ def compare_variants(
                 "n_folds": int(values.notna().sum()),
                 "mean": float(values.mean()),
                 "std": float(values.std(ddof=1)) if values.notna().sum() > 1 else math.nan,
+                "pairing": pairs[variant],
                 "higher_is_better": higher,
             }
             if variant == baseline:
                 row.update(diff=0.0, ci_low=0.0, ci_high=0.0, t_stat=math.nan, df=math.nan)
+                row["p_value"] = math.nan
+            elif pairs[variant] not in (PAIRED, ASSUMED):
+                row.update(diff=row["mean"] - float(base[metric].astype(float).mean()))
+                row.update(ci_low=math.nan, ci_high=math.nan, t_stat=math.nan, df=math.nan)
                 row["p_value"] = math.nan
             else:
                 paired = pd.concat([values, base[metric].astype(float)], axis=1, join="inner")
@@ -171,11 +211,14 @@ def read_fold_metrics(
     variants: Sequence[str],
     fold_ids: Sequence[Sequence[int]],
     metrics_paths: Sequence[str | os.PathLike[str]],
+    predictions_paths: Sequence[str | os.PathLike[str]] | None = None,
 ) -> pd.DataFrame:
     """Per-fold metrics of every variant: ``metrics_paths`` is variant-major, (repeat, fold)-minor.
 
     ``fold_ids`` lists the (repeat, fold) of each path of one variant, in the same order for
-    every variant (that is what makes the folds paired).
+    every variant. A metrics.json written before folds recorded ``val_set`` gets it from the
+    fold's predictions (``predictions_paths``, in the same order), else None (the pairing is
+    then assumed, :data:`ASSUMED`).
     """
     per_variant = len(fold_ids)
     if len(metrics_paths) != per_variant * len(variants):
@@ -190,6 +233,11 @@ def read_fold_metrics(
         repeat, fold = fold_ids[i % per_variant]
         if "fold" in m and int(m["fold"]) != int(fold):
             raise ValueError(f"{path}: metrics of fold {m['fold']}, expected fold {fold}")
+        if "val_set" not in m:
+            m["val_set"] = None
+            if predictions_paths is not None:
+                ids = pd.read_parquet(predictions_paths[i], columns=["video_id"])["video_id"]
+                m["val_set"] = validation_set_id(ids)
         rows.append({**m, "variant": variants[i // per_variant], "repeat": repeat, "fold": fold})
     return pd.DataFrame(rows)
 
@@ -211,9 +259,10 @@ def write_comparison(
     out_tsv: str | os.PathLike[str],
     out_png: str | os.PathLike[str],
     n_splits: int,
+    predictions_paths: Sequence[str | os.PathLike[str]] | None = None,
 ) -> pd.DataFrame:
     """Read every variant's per-fold metrics, write comparison.tsv and its plot."""
-    per_fold = read_fold_metrics(variants, fold_ids, metrics_paths)
+    per_fold = read_fold_metrics(variants, fold_ids, metrics_paths, predictions_paths)
     ratio = overlap_ratio(per_fold[per_fold["variant"] == BASELINE], n_splits)
     table = compare_variants(per_fold, ratio)
     log.info(
@@ -222,7 +271,12 @@ def write_comparison(
         len(fold_ids),
         ratio,
     )
-    for row in table[table["variant"] != BASELINE].itertuples():
+    for variant in variants:
+        why = table.loc[table["variant"] == variant, "pairing"].iloc[0]
+        if why != PAIRED:
+            log.warning("%s: %s", variant, why)
+    tested = table["pairing"].isin([PAIRED, ASSUMED])
+    for row in table[(table["variant"] != BASELINE) & tested].itertuples():
         log.info(
             "%s %s: diff %+.4f [%+.4f, %+.4f], p = %.3g",
             row.variant,

@@ -9,8 +9,10 @@ into the ``group`` column of the clip index, which is what the folds are grouped
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,14 @@ def _log_fold_changes(previous_path: Path, splits: pd.DataFrame) -> None:
         c["gone"],
         "" if any(c[k] for k in ("moved", "new", "gone")) else " (same folds)",
     )
+
+
+def validation_set_id(video_ids: Iterable[str]) -> str:
+    """Identity of a fold's validation set: the first 16 hex digits of SHA-256 over its sorted
+    video ids. Two folds (of two sweep variants, say) validated on the same videos exactly when
+    their ids are equal, which is what makes their scores a pair (:mod:`fvc.compare`)."""
+    text = "\n".join(sorted(str(v) for v in video_ids))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def split_dataset(

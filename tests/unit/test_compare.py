@@ -147,3 +147,46 @@ def test_write_comparison_from_metrics_files(tmp_path) -> None:
         read_fold_metrics(["base"], [(0, 1)], [paths[0]])
     with pytest.raises(ValueError, match="expected 4 metrics files"):
         read_fold_metrics(["base", "worse"], ids, paths[:4])
+
+
+def test_only_folds_with_the_baselines_validation_sets_are_paired(tmp_path, caplog) -> None:
+    """A variant that validated on other videos (another usable set: other folds) gets its
+    means and no test, marked in `pairing` and the log; one with the same sets is tested."""
+    df = _per_fold()
+    sets = {(r, k): f"set{r}{k}" for r in (0, 1) for k in (0, 1)}
+    df["val_set"] = [sets[(r, k)] for r, k in zip(df["repeat"], df["fold"], strict=True)]
+    moved = (df["variant"] == "worse") & (df["fold"] == 1)
+    df.loc[moved, "val_set"] = "other"
+    table = compare_variants(df, test_train_ratio=1.0).set_index(["variant", "metric"])
+    worse, same = table.loc[("worse", "roc_auc")], table.loc[("same", "roc_auc")]
+    assert worse["pairing"].startswith("unpaired: 2 of 4 (repeat, fold) validation sets differ")
+    assert math.isnan(worse["p_value"]) and math.isnan(worse["ci_low"])
+    assert worse["diff"] == pytest.approx(0.6 - 0.9)  # difference of the means
+    assert same["pairing"] == "paired" and same["p_value"] == 1.0
+    assert table.loc[("base", "roc_auc"), "pairing"] == "paired"
+    # metrics.json without val_set (written before it was recorded): from the predictions
+    paths, preds = [], []
+    for row in df.itertuples():
+        stem = tmp_path / f"{row.variant}_{row.repeat}_{row.fold}"
+        paths.append(stem.with_suffix(".json"))
+        paths[-1].write_text(json.dumps({"fold": row.fold, "roc_auc": row.roc_auc}))
+        preds.append(stem.with_suffix(".parquet"))
+        ids = ["v1", "v2"] if row.val_set != "other" else ["v1", "v3"]
+        pd.DataFrame({"video_id": [f"{i}_{row.repeat}{row.fold}" for i in ids]}).to_parquet(
+            preds[-1]
+        )
+    ids = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    with caplog.at_level("WARNING", logger="fvc.compare"):
+        out = write_comparison(
+            ["base", "worse", "same"],
+            ids,
+            paths,
+            tmp_path / "c.tsv",
+            tmp_path / "c.png",
+            2,
+            predictions_paths=preds,
+        )
+    rows = out.set_index(["variant", "metric"])
+    assert rows.loc[("worse", "roc_auc"), "pairing"].startswith("unpaired: 2 of 4")
+    assert rows.loc[("same", "roc_auc"), "pairing"] == "paired"
+    assert "worse: unpaired: 2 of 4" in caplog.text and "same:" not in caplog.text

@@ -4,6 +4,7 @@
 rule compare:
     input:
         metrics=get_comparison_inputs("metrics.json"),
+        predictions=get_comparison_inputs("predictions.parquet"),
     output:
         table=report(
             f"{RUN}/comparison.tsv",

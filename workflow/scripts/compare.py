@@ -17,5 +17,6 @@ write_comparison(
     snakemake.output.table,
     snakemake.output.plot,
     int(snakemake.params.n_splits),
+    list(snakemake.input.predictions),
 )
 aggressive_gc()

@@ -29,6 +29,7 @@ from fvc.config import ModelConfig, TrainConfig, schema
 from fvc.datasets import FoldData
 from fvc.io import atomic_path, write_json, write_parquet, write_text
 from fvc.metrics import binary_metrics, is_better
+from fvc.splits import validation_set_id
 from fvc.train import resume
 from fvc.train.state import Run, flush_loss
 
@@ -119,6 +120,7 @@ class FoldTarget:
             "epochs_trained": pos.epoch,
             "n_train": len(data.train) - data.n_aug,
             "n_val": len(data.val),
+            "val_set": validation_set_id(data.val_rows["video_id"]),
             "val_loss": best["val_loss"],
             **best["metrics"],
         }
