@@ -248,6 +248,8 @@ class CVConfig(Section):
     threshold: str
     bootstrap_samples: int
     n_repeats: int
+    outer_splits: int
+    select_metric: str | None
 
 
 @section("augment")

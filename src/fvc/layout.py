@@ -8,11 +8,13 @@ The other layouts only add levels:
   upstream stages under ``runs/<exp>/shared/<stage>_<key>/``, keyed by the config they depend
   on (:func:`fvc.sweep.stage_keys`), so variants with equal keys share one job;
 - **repeats** (``cv.n_repeats`` > 1): per-fold paths and splits gain ``repeat_<r>/``;
-- **nested** (``cv.outer_splits`` N >= 2): the videos are split once into N outer folds
-  (``<decode root>/outer_splits.parquet``); each outer fold ``o`` is a complete run of the
-  layout above, rooted at ``runs/<exp>/outer_<o>/`` (its inner splits, augmentation, trained
-  folds, results, its refit in ``final/`` and its scored outer test part), while loading and
-  decoding stay shared at the run level (no decode per outer fold).
+- **nested** (``cv.outer_splits`` N >= 2): the run above stays as it is (the plain sweep that
+  selects and refits the model to deploy), and the usable videos are split once more into N
+  outer folds (``<load root>/outer_splits.parquet``). Each outer fold ``o`` holds a complete
+  cross-validation of the layout above on its training part, rooted at ``runs/<exp>/outer_<o>/``
+  (inner splits, augmentation, trained folds, results), the selected variant's refit
+  (``[<variant>/]final/``) and the scored outer test part; loading and decoding stay shared at
+  the run level (no decode per outer fold). :meth:`Layout.inner` is that layout.
 
 Patterns carry Snakemake wildcards (``{variant}``, ``{load_key}``, ``{decode_key}``,
 ``{augment_key}``, ``{outer}``, ``{repeat}``, ``{fold}``); :meth:`Layout.fill` turns a pattern
@@ -22,10 +24,13 @@ into the concrete path of one variant. Stage names: ``load`` (metadata), ``decod
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from fvc import sweep
 
@@ -35,6 +40,19 @@ RUN_STAGES = ("load", "decode")
 SCOPE_STAGES = ("split", "augment", "variant")
 #: The stage key a shared stage's folder is named by (split shares decode's key).
 KEY_OF_STAGE = {"load": "load", "decode": "decode", "split": "decode", "augment": "augment"}
+
+
+def write_record(layout: Layout, path: str) -> None:
+    """Write ``layout``'s record (:meth:`Layout.record`) to ``path`` unless it holds it."""
+    from fvc.io import write_json
+
+    record = layout.record()
+    try:
+        if json.loads(Path(path).read_text()) == record:
+            return
+    except (OSError, ValueError):
+        pass
+    write_json(path, record)
 
 
 def alternatives(values: Any) -> str:
@@ -53,6 +71,7 @@ class Layout:
     n_repeats: int = 1
     outer_splits: int = 0
     sweep: bool = False
+    inner: bool = False  # the layout of the outer folds' inner cross-validations
     demo_dir: str = "runs/demo_data"
     _first_of_key: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
 
@@ -139,10 +158,14 @@ class Layout:
 
     # ------------------------------------------------------------------ patterns
 
+    def inner_layout(self) -> Layout:
+        """The same run's inner cross-validations of a nested run (scope ``outer_{outer}``)."""
+        return dataclasses.replace(self, inner=True)
+
     @property
     def scope(self) -> str:
-        """The folder of one (inner) cross-validation: the run, or ``outer_{outer}`` in it."""
-        return f"{self.run}/outer_{{outer}}" if self.nested else self.run
+        """The folder of one cross-validation: the run, or ``outer_{outer}`` in it (inner)."""
+        return f"{self.run}/outer_{{outer}}" if self.inner else self.run
 
     def root(self, stage: str, constrain: bool = False) -> str:
         """Folder (a pattern) of one stage's artifacts; ``runs/<exp>`` for a plain run.
@@ -196,8 +219,9 @@ class Layout:
         return f"{self.root(root) if root else self.run}/cache/{stage}"
 
     def outer_split_path(self, rel: str) -> str:
-        """Pattern of the outer split (``outer_splits.parquet``): one per decode key."""
-        return self.path("decode", rel)
+        """Pattern of the outer split (``outer_splits.parquet``): one per load key (the
+        variants of a nested run share one)."""
+        return self.path("load", rel)
 
     def final_path(self, rel: str) -> str:
         """The final model's files: ``runs/<exp>/final/`` (the ``refit`` target)."""
@@ -206,6 +230,11 @@ class Layout:
     def outer_path(self, rel: str) -> str:
         """Pattern of an outer fold's own file: ``runs/<exp>/outer_{outer}/<rel>``."""
         return f"{self.run}/outer_{{outer}}/{rel}"
+
+    def outer_refit_path(self, rel: str) -> str:
+        """Pattern of a variant's refit on an outer training part:
+        ``runs/<exp>/outer_{outer}/[<variant>/]final/<rel>``."""
+        return self.inner_layout().path("variant", f"final/{rel}")
 
     def predict_path(self, rel: str) -> str:
         """Predict sets live at ``runs/<exp>/predict/`` with or without a sweep."""
@@ -230,6 +259,49 @@ class Layout:
     def variant_path(self, variant: str, rel: str, outer: int | None = None) -> str:
         """Concrete per-variant artifact (``runs/<exp>/<rel>`` in a plain run)."""
         return self.fill(self.path("variant", rel), variant, outer=outer)
+
+    # ------------------------------------------------------------------ the deployed models
+
+    def ensemble_outputs(self, name: str) -> list[str]:
+        """Train output ``name`` of the models that score new videos (the ``predict`` rule and
+        ``fvc predict``): the base variant's folds of repeat 0, from the plain run."""
+        return self.fold_outputs(sweep.BASE, name)[: self.n_splits]
+
+    def base_path(self, stage: str, rel: str) -> str:
+        """The base variant's artifact ``rel`` of ``stage`` in the plain run."""
+        return self.fill(self.path(stage, rel), sweep.BASE)
+
+    # ------------------------------------------------------------------ the record of a run
+
+    RECORD: ClassVar[str] = "layout.json"
+
+    def record(self) -> dict[str, Any]:
+        """What :meth:`from_record` needs to rebuild this layout: written to
+        ``runs/<exp>/layout.json`` when the workflow starts, read by ``fvc predict``."""
+        return {
+            "run": self.run,
+            "keys": {v: dict(k) for v, k in self.keys.items()},
+            "trained_by": dict(self.trained_by),
+            "n_splits": self.n_splits,
+            "n_repeats": self.n_repeats,
+            "outer_splits": self.outer_splits,
+            "sweep": self.sweep,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Layout:
+        return cls(**{k: record[k] for k in cls.record_keys()})
+
+    @staticmethod
+    def record_keys() -> tuple[str, ...]:
+        return ("run", "keys", "trained_by", "n_splits", "n_repeats", "outer_splits", "sweep")
+
+    def relative(self, path: str) -> str:
+        """``path`` (a concrete path of this layout) relative to the run folder."""
+        prefix = f"{self.run}/"
+        if not path.startswith(prefix):
+            raise ValueError(f"{path} is not under {self.run}")
+        return path[len(prefix) :]
 
     def split_files(self, variant: str, outer: int | None = None) -> list[str]:
         """``splits.parquet`` of every repeat of ``variant``, in repeat order."""

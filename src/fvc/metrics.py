@@ -180,13 +180,14 @@ CI_NAMES = ("roc_auc", "average_precision", "accuracy")
 def bootstrap_ci(
     y_true: Sequence[int] | np.ndarray,
     prob_positive: Sequence[float] | np.ndarray,
-    threshold: float,
+    threshold: float | np.ndarray,
     groups: Sequence[object] | np.ndarray | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of ROC-AUC, AP and accuracy (at ``threshold``).
+    """Percentile bootstrap intervals of ROC-AUC, AP and accuracy (at ``threshold``: one value,
+    or one per prediction, as when each outer fold of nested CV applies its own).
 
     With ``groups`` whole groups are resampled with replacement (a source's clips are not
     independent: resampling single clips would make the interval too narrow). Resamples that
@@ -195,6 +196,7 @@ def bootstrap_ci(
     two resamples were usable or ``n_resamples`` is 0.
     """
     y, p = _check(y_true, prob_positive)
+    thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), y.shape)
     nan = (math.nan, math.nan)
     if n_resamples <= 0 or len(y) == 0:
         return dict.fromkeys(CI_NAMES, nan)
@@ -211,7 +213,7 @@ def bootstrap_ci(
         pick = rng.integers(0, len(members), len(members))
         idx = np.concatenate([members[g] for g in pick])
         yb, pb = y[idx], p[idx]
-        draws["accuracy"].append(float(np.mean((pb >= threshold) == yb)))
+        draws["accuracy"].append(float(np.mean((pb >= thr[idx]) == yb)))
         if yb.min() != yb.max():
             draws["roc_auc"].append(float(roc_auc_score(yb, pb)))
             draws["average_precision"].append(float(average_precision_score(yb, pb)))

@@ -248,25 +248,69 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     return LoadedModel(model_name(path), model, input_normalization(model_cfg), path)
 
 
-def model_paths(run_dir: str | os.PathLike[str], kind: str = "ensemble") -> list[Path]:
-    """The model files of ``run_dir``: every ``fold_<k>/best_model.pt`` or ``final/model.pt``."""
+@dataclass
+class RunModels:
+    """The models of a finished run that score new videos, and what goes with them."""
+
+    models: list[Path]
+    index: Path  # the training clips.parquet: the decode settings to decode like training
+    metadata: Path  # the training metadata.parquet: the class names
+    summary: Path  # the threshold chosen on the pooled out-of-fold predictions
+    predictions: list[Path]  # those out-of-fold predictions (the threshold's fallback)
+    description: str
+
+
+def run_models(run_dir: str | os.PathLike[str], kind: str = "ensemble") -> RunModels:
+    """The models the ``predict`` rule uses, on every run layout (plain, repeats, sweep,
+    nested): the base variant's fold models of repeat 0 (``predict.model: ensemble``) or the
+    refit model ``final/model.pt`` (``final``). The layout comes from the run's
+    ``layout.json`` (written by the workflow); a run without one is read as a plain run.
+    """
+    from fvc.layout import Layout
+
     run = Path(run_dir)
+    if kind not in MODEL_KINDS:
+        raise PredictError(f"predict.model: {kind!r} is not one of {', '.join(MODEL_KINDS)}")
+    record = run / Layout.RECORD
+    if record.is_file():
+        layout = Layout.from_record(json.loads(record.read_text()))
+        models = [run / layout.relative(p) for p in layout.ensemble_outputs("best_model.pt")]
+        predictions = [
+            run / layout.relative(p) for p in layout.ensemble_outputs("predictions.parquet")
+        ]
+        index = run / layout.relative(layout.base_path("decode", "data/clips.parquet"))
+        metadata = run / layout.relative(layout.base_path("load", "data/metadata.parquet"))
+        summary = run / layout.relative(layout.variant_path("base", "summary.json"))
+        where = ("the base variant's " if layout.sweep else "") + (
+            "repeat 0's " if layout.n_repeats > 1 else ""
+        )
+    else:  # a plain run made before layout.json existed
+        folds = sorted(
+            (int(m.group(1)), d)
+            for d in (run.iterdir() if run.is_dir() else [])
+            if (m := _FOLD_DIR.match(d.name))
+        )
+        models = [d / "best_model.pt" for _, d in folds]
+        predictions = [d / "predictions.parquet" for _, d in folds]
+        index, metadata = run / "data" / "clips.parquet", run / "data" / "metadata.parquet"
+        summary, where = run / "summary.json", ""
     if kind == "final":
         path = run / FINAL_MODEL
         if not path.is_file():
             raise PredictError(final_missing_message(path))
-        return [path]
-    if kind != "ensemble":
-        raise PredictError(f"predict.model: {kind!r} is not one of {', '.join(MODEL_KINDS)}")
-    folds = []
-    for d in run.iterdir() if run.is_dir() else []:
-        m = _FOLD_DIR.match(d.name)
-        if m and (d / "best_model.pt").is_file():
-            folds.append((int(m.group(1)), d / "best_model.pt"))
-    folds.sort()
-    if not folds:
-        raise PredictError(f"{run}: no fold_<k>/best_model.pt (train the folds first)")
-    return [p for _, p in folds]
+        return RunModels([path], index, metadata, summary, predictions, f"the final model {path}")
+    missing = [p for p in models if not p.is_file()]
+    if not models or missing:
+        gone = f" ({missing[0]} is missing)" if missing else ""
+        raise PredictError(f"{run}: no fold_<k>/best_model.pt{gone} (train the folds first)")
+    common = os.path.commonpath([str(p.parent.parent) for p in models])
+    text = f"{where}{len(models)} fold models ({common}/fold_<k>/best_model.pt)"
+    return RunModels(models, index, metadata, summary, predictions, text)
+
+
+def model_paths(run_dir: str | os.PathLike[str], kind: str = "ensemble") -> list[Path]:
+    """The model files of ``run_dir`` that score new videos (:func:`run_models`)."""
+    return run_models(run_dir, kind).models
 
 
 def final_missing_message(path: str | os.PathLike[str]) -> str:
@@ -458,18 +502,20 @@ def predict_set(
 # ----------------------------------------------------------------------------- command line
 
 
-def run_decode_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def run_decode_settings(
+    run_dir: str | os.PathLike[str], index: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """The decode settings the run's training clips were made with.
 
-    Recorded by preprocess in ``data/clips.parquet`` (``decode_settings``); for runs made
-    before that, the decode cache's index (``cache/decode/index.parquet``) holds them too.
+    Recorded by preprocess in the training ``clips.parquet`` (``index``, default
+    ``data/clips.parquet``: ``decode_settings``); for runs made before that, the decode
+    cache's index (``cache/decode/index.parquet`` next to it) holds them too.
     """
-    run = Path(run_dir)
+    index = Path(index) if index is not None else Path(run_dir) / "data" / "clips.parquet"
     text = None
-    index = run / "data" / "clips.parquet"
     if index.is_file():
         text = pd.read_parquet(index, columns=["clip_row"]).attrs.get("decode_settings")
-    cache = run / "cache" / "decode" / "index.parquet"
+    cache = index.parent.parent / "cache" / "decode" / "index.parquet"
     if not text and cache.is_file():
         settings = pd.read_parquet(cache, columns=["settings"])["settings"]
         text = str(settings.iloc[0]) if len(settings) else None
@@ -487,10 +533,10 @@ def run_decode_settings(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return settings
 
 
-def class_names(run_dir: str | os.PathLike[str]) -> dict[int, str]:
+def class_names(metadata: str | os.PathLike[str]) -> dict[int, str]:
     """``{1: 'fake', 0: 'real'}`` as the run's metadata names them (else 1/0 as text)."""
     names = {1: "1", 0: "0"}
-    meta = Path(run_dir) / "data" / "metadata.parquet"
+    meta = Path(metadata)
     if meta.is_file():
         df = pd.read_parquet(meta, columns=["label", "label_name"])
         for c in (0, 1):
@@ -512,14 +558,13 @@ def predict_files(
 
     Usable files get ``p_<model>``, ``p_fake``, ``decision``; excluded ones their ``reason``.
     Decoded with the run's recorded decode settings (:func:`run_decode_settings`) into a
-    temporary folder (nothing is written to the run).
+    temporary folder (nothing is written to the run). ``attrs``: ``scored_with`` (which models,
+    :func:`run_models`) and the run's ``class_names``.
     """
-    models = model_paths(run_dir, model_kind)
-    settings = run_decode_settings(run_dir)
-    threshold, _ = decision_threshold(
-        Path(run_dir) / "summary.json",
-        sorted(Path(run_dir).glob("fold_*/predictions.parquet")),
-    )
+    found = run_models(run_dir, model_kind)
+    models = found.models
+    settings = run_decode_settings(run_dir, found.index)
+    threshold, _ = decision_threshold(found.summary, found.predictions)
     table = pd.DataFrame(
         {"row": np.arange(1, len(files) + 1), "path": [os.path.abspath(f) for f in files]}
     )
@@ -539,7 +584,9 @@ def predict_files(
     )
     reasons = dict(zip(excl["row"].astype(int), excl["reason"], strict=True))
     out["reason"] = [reasons.get(int(r), "") for r in out["row"]]
-    return out.drop(columns="row")
+    out = out.drop(columns="row")
+    out.attrs = {"scored_with": found.description, "class_names": class_names(found.metadata)}
+    return out
 
 
 def format_table(df: pd.DataFrame, names: dict[int, str]) -> str:
@@ -581,7 +628,8 @@ def predict_main(argv: list[str] | None = None) -> int:
     except (PredictError, DataError) as exc:
         print(f"fvc predict: {exc}", file=sys.stderr)
         return 1
-    print(format_table(df, class_names(a.run)))
+    print(f"fvc predict: scored with {df.attrs['scored_with']}", file=sys.stderr)
+    print(format_table(df, df.attrs["class_names"]))
     return 2 if (df["reason"] != "").any() else 0
 
 

@@ -163,14 +163,29 @@ def split_dataset(
     out_summary: str | os.PathLike[str],
     cv_cfg: CVConfig | dict[str, Any],
     previous: str | os.PathLike[str] | None = None,
+    outer: tuple[str | os.PathLike[str], int] | None = None,
 ) -> pd.DataFrame:
     """Read the clip index, assign folds, write splits.parquet and the per-fold summary.
 
     ``previous`` is where a copy of the last assignment is kept (Snakemake deletes
     splits.parquet before rerunning this rule): when given, the log says how many videos
-    changed folds since then, and the copy is replaced by this assignment.
+    changed folds since then, and the copy is replaced by this assignment. ``outer`` =
+    ``(outer_splits.parquet, o)`` splits only the training part of outer fold ``o`` (nested
+    CV's inner folds, :mod:`fvc.nested`).
     """
     index = pd.read_parquet(index_path)
+    if outer is not None:
+        outer_path, o = outer
+        assigned = pd.read_parquet(outer_path, columns=["video_id", "outer_fold"])
+        stale = sorted(set(index["video_id"]) - set(assigned["video_id"]))
+        if stale:
+            raise SplitError(
+                f"{outer_path}: video(s) {', '.join(stale[:5])} of {index_path} have no outer "
+                "fold (the outer split is older than the clips: rerun outer_split)"
+            )
+        test = set(assigned.loc[assigned["outer_fold"] == int(o), "video_id"])
+        index = index[~index["video_id"].isin(test)].reset_index(drop=True)
+        log.info("outer fold %d: %d videos in its training part are split", int(o), len(index))
     splits = assign_folds(index, cv_cfg)
     if previous is not None:
         _log_fold_changes(Path(previous), splits)

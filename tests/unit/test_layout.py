@@ -111,45 +111,57 @@ def test_sweep_shares_stages_by_key_and_reuses_identical_variants() -> None:
     assert not re.fullmatch(lay.wildcard_constraints()["variant"], "shared")
 
 
-def test_nested_runs_root_each_outer_fold_and_share_loading_and_decoding() -> None:
+def test_nested_runs_keep_the_plain_run_and_root_each_outer_fold() -> None:
     lay = layout(outer_splits=3, n_repeats=2)
-    assert lay.nested and lay.outer_folds == [0, 1, 2]
-    # loading and decoding: once for the run
-    assert lay.fill(lay.path("decode", "data/clips.npy"), "base") == "runs/x/data/clips.npy"
+    inner = lay.inner_layout()
+    assert lay.nested and inner.nested and lay.outer_folds == [0, 1, 2]
+    # the plain run (the model to deploy) is unchanged
+    assert lay.fold_outputs("base", "metrics.json")[0] == "runs/x/repeat_0/fold_0/metrics.json"
+    assert lay.variant_path("base", "summary.json") == "runs/x/summary.json"
+    # loading and decoding: once for the run; the outer split per load key
+    assert inner.fill(inner.path("decode", "data/clips.npy"), "base") == "runs/x/data/clips.npy"
     assert lay.fill(lay.outer_split_path("outer_splits.parquet"), "base") == (
         "runs/x/outer_splits.parquet"
     )
-    # everything of the inner cross-validation: under outer_<o>/
-    assert lay.split_files("base", outer=1) == [
+    # everything of an inner cross-validation: under outer_<o>/
+    assert inner.split_files("base", outer=1) == [
         "runs/x/outer_1/repeat_0/splits.parquet",
         "runs/x/outer_1/repeat_1/splits.parquet",
     ]
-    assert lay.fold_outputs("base", "metrics.json", outer=2)[-1] == (
+    assert inner.fold_outputs("base", "metrics.json", outer=2)[-1] == (
         "runs/x/outer_2/repeat_1/fold_1/metrics.json"
     )
-    assert lay.fill(lay.fold_file("variant", "checkpoints"), "base", outer=0, repeat=0, fold=1) == (
-        "runs/x/outer_0/checkpoints/repeat_0/fold_1"
-    )
-    assert lay.variant_path("base", "summary.json", outer=0) == "runs/x/outer_0/summary.json"
-    assert lay.outer_path("final/model.pt") == "runs/x/outer_{outer}/final/model.pt"
+    ck = inner.fill(inner.fold_file("variant", "checkpoints"), "base", outer=0, repeat=0, fold=1)
+    assert ck == "runs/x/outer_0/checkpoints/repeat_0/fold_1"
+    assert inner.variant_path("base", "summary.json", outer=0) == "runs/x/outer_0/summary.json"
+    assert lay.outer_path("selection.json") == "runs/x/outer_{outer}/selection.json"
+    assert lay.outer_refit_path("model.pt") == "runs/x/outer_{outer}/final/model.pt"
     # the base's own final model and the predict sets stay where they were
     assert lay.final_path("model.pt") == "runs/x/final/model.pt"
 
 
 def test_nested_sweep_keeps_shared_stages_per_outer_fold() -> None:
     lay = layout({"lr": {"train": {"lr": 0.01}}}, outer_splits=2)
+    inner = lay.inner_layout()
     decode, aug = lay.keys["lr"]["decode"], lay.keys["lr"]["augment"]
-    assert lay.fill(lay.path("decode", "data/clips.npy"), "lr") == (
+    assert inner.fill(inner.path("decode", "data/clips.npy"), "lr") == (
         f"runs/x/shared/decode_{decode}/data/clips.npy"
     )
-    assert lay.split_files("lr", outer=1) == [
+    assert inner.split_files("lr", outer=1) == [
         f"runs/x/outer_1/shared/decode_{decode}/splits.parquet"
     ]
-    assert lay.fill(lay.fold_path("augment", "augment/m.parquet"), "lr", outer=1, fold=0) == (
+    assert inner.fill(inner.fold_path("augment", "augment/m.parquet"), "lr", outer=1, fold=0) == (
         f"runs/x/outer_1/shared/augment_{aug}/fold_0/augment/m.parquet"
     )
-    assert lay.fold_outputs("lr", "history.csv", outer=0)[1] == (
+    assert inner.fold_outputs("lr", "history.csv", outer=0)[1] == (
         "runs/x/outer_0/lr/fold_1/history.csv"
+    )
+    assert lay.fill(lay.outer_refit_path("model.pt"), "lr", outer=1) == (
+        "runs/x/outer_1/lr/final/model.pt"
+    )
+    load = lay.keys["lr"]["load"]
+    assert lay.fill(lay.outer_split_path("outer_splits.parquet"), "lr") == (
+        f"runs/x/shared/load_{load}/outer_splits.parquet"
     )
 
 

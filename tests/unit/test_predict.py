@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,6 +29,7 @@ from fvc.predict import (
     decision_threshold,
     load_model,
     model_paths,
+    predict_files,
     predict_main,
     predict_set,
     prepare_predict_set,
@@ -335,3 +337,60 @@ def test_nan_metrics_are_null(run: Path, videos: Path, tmp_path: Path) -> None:
     text = (tmp_path / "out" / "fakes_metrics.json").read_text()
     assert "NaN" not in text and json.loads(text)["roc_auc"] is None
     assert result["labelled"] and not math.isnan(result["accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("layout_name", "cv", "sweep"),
+    [
+        ("repeats", {"n_repeats": 2}, {}),
+        ("sweep", {}, {"lr": {"train": {"lr": 0.01}}}),
+        ("sweep_repeats_nested", {"n_repeats": 2, "outer_splits": 2}, {"s": {"model": {}}}),
+    ],
+)
+def test_fvc_predict_uses_the_predict_rules_models_on_every_layout(
+    run: Path, videos: Path, tmp_path: Path, layout_name: str, cv: dict, sweep: dict
+) -> None:
+    """The plain run's files moved to where another layout keeps them (layout.json says where):
+    fvc predict scores with the same fold models (the base variant's, repeat 0's) and says so;
+    decoys at the paths a plain run would use must not be picked up."""
+    from fvc.config import defaults
+    from fvc.layout import Layout, write_record
+    from fvc.sweep import variant_configs
+
+    plain = tmp_path / "plain"
+    shutil.copytree(run, plain)
+    index = pd.read_parquet(plain / "data" / "clips.parquet")
+    index.attrs = {"decode_settings": json.dumps({**DECODE, "decoder": f"av {av.__version__}"})}
+    index.to_parquet(plain / "data" / "clips.parquet")
+    a, b = videos / "videos" / "clip0.mp4", videos / "videos" / "clip3.mp4"
+    want = predict_files(plain, [a, b])
+    assert want.attrs["scored_with"].startswith("2 fold models (")
+
+    cfg = {s: defaults(s) for s in ("data", "augment", "model", "train", "memory")}
+    cfg["cv"] = {**defaults("cv"), "n_splits": 2, **cv}
+    lay = Layout.from_variants(
+        "exp", variant_configs({**cfg, "sweep": sweep}), cfg["cv"], sweep_on=bool(sweep)
+    )
+    moved = tmp_path / "runs" / "exp"
+    for name in ("best_model.pt", "predictions.parquet"):
+        for k, dest in enumerate(lay.ensemble_outputs(name)):
+            (moved / lay.relative(dest)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(plain / f"fold_{k}" / name, moved / lay.relative(dest))
+    clips = moved / lay.relative(lay.base_path("decode", "data/clips.parquet"))
+    clips.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(plain / "data" / "clips.parquet", clips)
+    write_record(lay, str(moved / Layout.RECORD))
+    # decoys: a plain run's fold models next to them, of another training (never to be used)
+    if layout_name != "repeats":
+        for k in (0, 1):
+            (moved / f"fold_{k}").mkdir(exist_ok=True)
+            (moved / f"fold_{k}" / "best_model.pt").write_bytes(b"not this one")
+    got = predict_files(moved, [a, b])
+    cols = ["p_fold_0", "p_fold_1", "p_fake", "decision"]
+    pd.testing.assert_frame_equal(got[cols], want[cols])
+    said = got.attrs["scored_with"]
+    assert ("base variant's" in said) == bool(sweep)
+    assert ("repeat 0's" in said) == (cv.get("n_repeats", 1) > 1)
+    assert str(moved / lay.relative(lay.ensemble_outputs("best_model.pt")[0])).startswith(
+        said.split("(")[1].split("/fold_<k>")[0]
+    )

@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 
 from fvc.compare import COMPARISON_COLUMNS
+from fvc.predict import predict_files
 from fvc.splits import assign_folds
 from tests.workflow.helpers import make_project, planned_jobs, snakemake
 
@@ -263,6 +264,21 @@ def test_repeats_have_their_own_splits_and_rows(project: Path) -> None:
             preds = pd.read_parquet(run / f"base/repeat_{r}/fold_{k}/predictions.parquet")
             split = s0 if r == 0 else s1
             assert set(preds["video_id"]) == set(split.loc[split["fold"] == k, "video_id"])
+
+
+def test_fvc_predict_scores_with_the_base_variants_repeat_0_models(project: Path) -> None:
+    """The sweep-with-repeats layout: fvc predict finds (layout.json) and names the models the
+    predict rule would use: base's K fold models of repeat 0."""
+    videos = sorted((project / "runs/demo_data/videos").glob("*.mp4"))[:2]
+    table = predict_files(project / RUN, videos)
+    said = table.attrs["scored_with"]
+    assert said.startswith(f"the base variant's repeat 0's {N_SPLITS} fold models (")
+    assert str(project / RUN / "base" / "repeat_0") in said
+    assert [c for c in table.columns if c.startswith("p_")] == [
+        *(f"p_fold_{k}" for k in range(N_SPLITS)),
+        "p_fake",
+    ]
+    assert table["p_fake"].notna().all() and (table["reason"] == "").all()
 
 
 def test_second_run_does_nothing_and_one_fold_reruns_by_target(project: Path) -> None:

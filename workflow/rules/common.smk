@@ -14,6 +14,7 @@ try:
     from fvc import config as fvc_config
     from fvc import provenance as fvc_provenance
     from fvc import sweep as fvc_sweep
+    from fvc import layout as fvc_layout
     from fvc.layout import Layout, alternatives
 except ModuleNotFoundError as _exc:
     raise WorkflowError(
@@ -60,6 +61,30 @@ LAYOUT = Layout.from_variants(
 )
 RUN = LAYOUT.run
 BASE = fvc_sweep.BASE
+# The outer folds' inner cross-validations of a nested run (cv.outer_splits, nested.smk).
+INNER = LAYOUT.inner_layout()
+if config["cv"]["outer_splits"] == 1:
+    raise WorkflowError(
+        "cv.outer_splits: 1 outer fold leaves no test part; use 0 (off) or 2 or more"
+    )
+if LAYOUT.nested and len({keys["load"] for keys in LAYOUT.keys.values()}) > 1:
+    _other = [
+        v
+        for v in LAYOUT.variants
+        if LAYOUT.keys[v]["load"] != LAYOUT.keys[BASE]["load"]
+    ]
+    raise WorkflowError(
+        f"cv.outer_splits: nested CV scores every variant on the same outer test videos, but "
+        f"sweep variant(s) {', '.join(_other)} read other videos (data.metadata, root, format, "
+        "fvc_filename, positive_label or cv.group_column differ); drop them or cv.outer_splits"
+    )
+# The mean inner score that selects a variant (nested CV) and the naive winner
+# (fvc.nested.select_metric; not imported here: every job's Snakemake parses this file).
+SELECT_METRIC = config["cv"]["select_metric"] or VARIANTS[BASE]["train"]["best_metric"]
+# runs/<exp>/layout.json: where this run's artifacts are, for tools outside the workflow
+# (fvc predict finds the models the predict rule uses); rewritten only when it changes.
+if workflow.is_main_process:
+    fvc_layout.write_record(LAYOUT, f"{RUN}/{LAYOUT.RECORD}")
 # The workflow's code version, read while parsing: a new commit or uncommitted change is a new
 # param of the provenance rule, which then rewrites provenance.json.
 CODE_VERSION = fvc_provenance.code_version(FVC_DIR)
@@ -139,8 +164,10 @@ def decode_params(wildcards=None):
 
 
 def get_cv_params(wildcards):
-    """The cv config of one repeat: its own fold-assignment seed, no n_repeats (split's view)."""
-    cv = {k: v for k, v in config["cv"].items() if k != "n_repeats"}
+    """The cv config of one repeat: its own fold-assignment seed, without the keys that do not
+    decide the folds (n_repeats, and nested CV's outer_splits and select_metric)."""
+    skip = ("n_repeats", "outer_splits", "select_metric")
+    cv = {k: v for k, v in config["cv"].items() if k not in skip}
     repeat = int(wildcards.get("repeat", 0))
     cv["seed"] = fvc_sweep.repeat_seed(cv["seed"], repeat)
     return cv
@@ -219,6 +246,7 @@ def get_results_outputs():
     out += get_report_outputs()
     if SWEEP:
         out += [rules.compare.output.table, rules.compare.output.plot]
+    out += get_nested_outputs()
     out += get_predict_outputs()
     return list(dict.fromkeys(out))
 

@@ -63,23 +63,18 @@ def get_predict_inventory(wildcards):
     return path
 
 
-def _ensemble_outputs(name):
-    """Train output `name` of the base variant's folds of repeat 0 (the predict ensemble)."""
-    return LAYOUT.fold_outputs(BASE, name)[: LAYOUT.n_splits]
-
-
 def get_predict_models(wildcards):
     """The models that score predict sets: every fold's best_model.pt of the base variant
     (predict.model: ensemble) or runs/<exp>/final/model.pt (final), which needs the `refit`
     target."""
     if config["predict"]["model"] == "ensemble":
-        return _ensemble_outputs("best_model.pt")
+        return LAYOUT.ensemble_outputs("best_model.pt")
     return [rules.refit.output.model]
 
 
 def get_predict_predictions(wildcards=None):
     """The base variant's out-of-fold predictions of the predict ensemble's folds."""
-    return _ensemble_outputs("predictions.parquet")
+    return LAYOUT.ensemble_outputs("predictions.parquet")
 
 
 def get_predict_outputs():
