@@ -233,9 +233,7 @@ def _num(value: Any) -> float | int | None:
     return int(value) if isinstance(value, bool | int | np.integer) else float(value)
 
 
-def naive_best(
-    summaries: Mapping[str, str | os.PathLike[str]], metric: str
-) -> dict[str, Any]:
+def naive_best(summaries: Mapping[str, str | os.PathLike[str]], metric: str) -> dict[str, Any]:
     """The plain run's winner on ``metric`` and what a sweep without nesting reports for it:
     its mean CV score and its pooled out-of-fold metrics with their bootstrap CIs."""
     winner, scores = select_variant(summaries, metric)
