@@ -4,19 +4,28 @@ Every artifact of the workflow is first written to a temporary file in the desti
 flushed and fsynced, then renamed over the final name. A crash, OOM kill or SLURM time limit can
 therefore never leave a file that looks complete but is not: either the old content (or nothing)
 or the new content is visible.
+
+A writer killed mid-write (SIGKILL, a node lost) leaves its temporary file behind, named
+``.<name>.fvc<pid>.<random><suffix>.tmp`` after the writing process; :func:`remove_stale_temps`
+removes the ones whose writer is gone (a training run calls it when it starts or resumes: a
+checkpoint's temporary file is as large as the checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -42,7 +51,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.",
+        prefix=temp_prefix(dest.name),
         suffix=(dest.suffix if suffix is None else suffix) + ".tmp",
         dir=dest.parent,
     )
@@ -64,6 +73,48 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def temp_prefix(name: str) -> str:
+    """Start of this process's temporary file names for the artifact ``name``."""
+    return f".{name}.fvc{os.getpid()}."
+
+
+_TEMP = re.compile(r"^\..+\.fvc(?P<pid>\d+)\..*tmp$")
+
+
+def remove_stale_temps(
+    folder: str | os.PathLike[str], started_at: float | None = None
+) -> list[Path]:
+    """Remove the temporary files of atomic writes in ``folder`` whose writer is gone.
+
+    Gone: no live process has the PID in the file's name, or that PID is this process's and
+    the file is older than this process (``started_at``, default: its start time; an earlier
+    process had the same PID). A file of another live writer is never touched. Returns what
+    was removed (logged).
+    """
+    import psutil
+
+    me = os.getpid()
+    if started_at is None:
+        started_at = psutil.Process(me).create_time()
+    removed = []
+    for path in sorted(Path(folder).glob(".*tmp")) if Path(folder).is_dir() else []:
+        m = _TEMP.match(path.name)
+        if m is None:
+            continue
+        pid = int(m.group("pid"))
+        try:
+            older = path.stat().st_mtime < started_at
+        except FileNotFoundError:  # its writer just renamed it
+            continue
+        if (pid == me and older) or (pid != me and not psutil.pid_exists(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                size = path.stat().st_size
+                path.unlink()
+                removed.append(path)
+                log.info("removed %s (%d bytes), left by a writer that is gone", path, size)
+    return removed
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

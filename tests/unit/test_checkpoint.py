@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from fvc.memory import MemoryLog
 from fvc.train import resume as ckpt
 from fvc.train import state
 from fvc.train.stop import StopControl
@@ -244,3 +245,65 @@ def test_time_cadence_and_failed_background_write(tmp_path, caplog) -> None:
     assert "background checkpoint write failed" in caplog.text
     assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["epoch"] == 7  # intact
     assert not cp.due(1, 10)  # the cadence restarted
+
+
+@pytest.mark.parametrize("cadence", [{"every_n_batches": 2}, {"every_s": 0.05}])
+def test_a_write_due_while_one_runs_is_made_at_the_first_batch_after_it(
+    tmp_path, monkeypatch, cadence: dict
+) -> None:
+    """A slow writer: the checkpoint that falls due while it runs is not dropped until the next
+    multiple (or interval), it is written at the first batch after the running write ended."""
+    pos = {"batch": 0}
+    release = threading.Event()
+    real_save = ckpt.save_checkpoint
+
+    def slow_save(path, state) -> None:
+        release.wait(30)
+        real_save(path, state)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", slow_save)
+    cp = ckpt.Checkpointer(
+        tmp_path, lambda c: {**_state(), "batch_in_epoch": pos["batch"]}, **cadence
+    )
+    written = []
+    for batch in range(1, 9):
+        pos["batch"] = batch
+        time.sleep(0.06)  # every batch is due for the time cadence
+        if batch == 5:
+            release.set()  # the first write ends during batch 5
+            cp.wait()
+        if cp.due(batch, 20) and cp.save_background():
+            written.append(batch)
+    cp.wait()
+    # the first write (batch 2 every 2 batches; batch 1 every 0.05 s) runs until batch 5; what
+    # fell due meanwhile (batch 4; batches 2-4) is written at batch 5, not at 6 or later
+    first = 2 if "every_n_batches" in cadence else 1
+    assert written[:2] == [first, 5], written
+    assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["batch_in_epoch"] == written[-1]
+
+
+def test_snapshot_oom_skips_that_checkpoint_and_the_next_due_one_retries(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    real = ckpt.snapshot
+    calls = {"n": 0}
+
+    def oom_once(obj):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB (injected)")
+        return real(obj)
+
+    monkeypatch.setattr(ckpt, "snapshot", oom_once)
+    log_path = tmp_path / "memory.jsonl"
+    memlog = MemoryLog(log_path)
+    cp = ckpt.Checkpointer(tmp_path, lambda c: _state(), every_n_batches=2, memlog=memlog)
+    with caplog.at_level(logging.WARNING, logger="fvc.train.resume"):
+        assert cp.due(2, 10) and not cp.save_background()
+    assert "out of memory taking a checkpoint snapshot" in caplog.text
+    assert not (tmp_path / ckpt.LATEST).exists() and not cp.pending
+    assert not cp.due(3, 10)  # skipped, not pending: the next due one retries
+    assert cp.due(4, 10) and cp.save_background()
+    cp.wait()
+    assert ckpt.load_checkpoint(tmp_path / ckpt.LATEST)["format"] == state.FORMAT
+    assert [e["event"] for e in MemoryLog(log_path).read()] == ["checkpoint_oom"]

@@ -557,3 +557,51 @@ def test_cuda_without_a_gpu_is_a_one_line_error(inputs, tmp_path, caplog) -> Non
         assert fvc.train.run_fold(*args) == 2
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert line.startswith("train.device: 'cuda' asked for") and "\n" not in line
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_oom_in_the_optimizers_first_update_is_retried_and_leaves_no_trace(
+    inputs, reference, tmp_path, monkeypatch, when: str
+) -> None:
+    """AdamW allocates its moments in its first update, before any checkpoint exists: an OOM
+    there (before anything changed, or after the weights were updated in place) is undone and
+    retried like a forward/backward OOM, never a stop whose rerun would only repeat it."""
+    original = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def fail_first(self, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, *args, **kwargs) if when == "after" else None
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB (injected)")
+        return out if when == "after" else original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", fail_first)
+    fit(inputs, tmp_path)
+    events = [json.loads(x) for x in (tmp_path / "out/memory.jsonl").read_text().splitlines()]
+    ooms = [
+        (e["event"], e.get("epoch"), e.get("batch")) for e in events if e["event"] != "stage_start"
+    ]
+    assert ooms[:2] == [("oom", 1, 1), ("retry", 1, 1)], ooms
+    assert "step_state_lost" not in {e["event"] for e in events}
+    assert_same_weights(final_weights(tmp_path), final_weights(reference))
+
+
+def test_an_oom_taking_a_checkpoint_snapshot_never_ends_the_fold(
+    inputs, reference, tmp_path, monkeypatch
+) -> None:
+    real = ckpt.snapshot
+    calls = {"n": 0}
+
+    def oom_twice(obj):
+        calls["n"] += 1
+        if calls["n"] in (1, 2):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB (injected)")
+        return real(obj)
+
+    monkeypatch.setattr(ckpt, "snapshot", oom_twice)
+    fit(inputs, tmp_path)  # returns: exit 0 for the job, not 1
+    events = [json.loads(x) for x in (tmp_path / "out/memory.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("checkpoint_oom") == 2
+    assert calls["n"] > 2  # later background checkpoints were taken
+    assert_same_weights(final_weights(tmp_path), final_weights(reference))

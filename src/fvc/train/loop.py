@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fvc import io
 from fvc.config import ConfigError, MemoryConfig, ModelConfig, TrainConfig, default
 from fvc.datasets import (
     ClipSet,
@@ -247,6 +248,10 @@ def _start(
     model = build_model(model_cfg).to(dev)
     decision = resume.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
     log.info(f"{target.name}: {decision.reason}")
+    # a writer killed mid-write (a checkpoint, an output) left its temporary file behind
+    outputs = {Path(p).parent for p in dataclasses.asdict(target.outputs).values()}
+    for folder in sorted({ckpt_dir, *outputs}):
+        io.remove_stale_temps(folder)
     memlog = MemoryLog(ckpt_dir / resume.TIMELINE, dev, context={"fold": target.held_out})
     # the input mean/std of model.weights (torchvision weights' own), on the device once
     norm = input_norm(dev, *input_normalization(model_cfg))
@@ -385,6 +390,7 @@ def fit_fold(
             lambda complete: make_checkpoint(run, fp, complete),
             train.checkpoint_every_n_batches,
             train.checkpoint_every_s,
+            memlog,
         )
         policy.setup_done()
         try:

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from fvc.config import operational_keys
-from fvc.io import atomic_path
+from fvc.io import atomic_path, temp_prefix
+from fvc.memory import MemoryLog, aggressive_gc, error_line, is_oom_error
 from fvc.train.state import FORMAT
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def link_or_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     """Atomically make ``dest`` hold ``src``'s bytes: a hard link (no second write), else a copy."""
     src, dest = Path(src), Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = dest.with_name(f"{temp_prefix(dest.name)}tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -276,9 +277,12 @@ class Checkpointer:
     The cadence (``train.checkpoint_every_n_batches`` and/or ``train.checkpoint_every_s``)
     writes ``latest_checkpoint.pt`` off the training thread: :func:`snapshot` copies the state
     to host memory (the only time the training thread spends), a thread writes it with the same
-    temp file + fsync + rename. At most one write is in flight; a due write waits for the next
-    batch while one runs. :meth:`save` (epoch ends, a stop, the end of the fold) first waits
-    for that thread, then writes synchronously: what it returns from is on disk.
+    temp file + fsync + rename. At most one write is in flight: a write that falls due while
+    one runs is kept pending and made at the first batch after that one ends (whatever the
+    cadence), so the gap between checkpoints never doubles. An out-of-memory error while taking
+    the snapshot skips that checkpoint (logged, event ``checkpoint_oom``); the next due one
+    retries. :meth:`save` (epoch ends, a stop, the end of the fold) first waits for that
+    thread, then writes synchronously: what it returns from is on disk.
     """
 
     def __init__(
@@ -287,8 +291,11 @@ class Checkpointer:
         make_state: Callable[[bool], dict[str, Any]],  # the dict with live tensors
         every_n_batches: int = 0,
         every_s: float = 0.0,
+        memlog: MemoryLog | None = None,
     ) -> None:
         self.dir = Path(ckpt_dir)
+        self.memlog = memlog
+        self.pending = False  # due while a write was in flight: write at the next batch
         self.make_state = make_state
         self.every_n, self.every_s = int(every_n_batches), float(every_s)
         self.last = time.monotonic()
@@ -301,17 +308,39 @@ class Checkpointer:
         """Whether a background write is due after batch ``batch_in_epoch`` of ``n_batches``."""
         if batch_in_epoch >= n_batches:
             return False  # the epoch end writes one anyway
+        if self.pending:
+            return True
         if self.every_n and batch_in_epoch % self.every_n == 0:
             return True
         return bool(self.every_s) and time.monotonic() - self.last >= self.every_s
 
     def save_background(self) -> bool:
-        """Start writing ``latest_checkpoint.pt`` in the background; False if one is in flight."""
+        """Start writing ``latest_checkpoint.pt`` in the background; False if one is in flight
+        (the write stays pending) or the snapshot ran out of memory (skipped)."""
         if self._thread is not None and self._thread.is_alive():
+            self.pending = True
             return False
         self.wait()
+        self.pending = False
         t0 = time.perf_counter()
-        state = snapshot(self.make_state(False))
+        error = None
+        try:
+            state = snapshot(self.make_state(False))
+        except Exception as exc:
+            if not is_oom_error(exc):
+                raise
+            error = error_line(exc)
+        if error is not None:  # outside the except block: its traceback pins the copies
+            aggressive_gc()
+            self.last = time.monotonic()
+            log.warning(
+                "out of memory taking a checkpoint snapshot (%s): skipped, the next due "
+                "checkpoint retries",
+                error,
+            )
+            if self.memlog is not None:
+                self.memlog.event("checkpoint_oom", error=error)
+            return False
         event = None
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             event = torch.cuda.Event()
@@ -351,3 +380,4 @@ class Checkpointer:
         self.wait()
         save_checkpoint(path or self.dir / LATEST, self.make_state(complete))
         self.last = time.monotonic()
+        self.pending = False

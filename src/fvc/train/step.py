@@ -17,6 +17,12 @@ A step has two parts with different answers to an OOM:
    device-to-host copy per step) to guard against a rare event that, on a rerun, costs at most
    ``train.checkpoint_every_s`` of training.
 
+   The one exception is an optimizer's *first* update (:class:`FirstUpdate`): AdamW allocates
+   its moments there, the likeliest allocation of all to fail, and before any checkpoint
+   exists, so "rerun to resume" would only repeat it. While the optimizer holds no state, a
+   host copy of the weights and the GradScaler's state is kept, and an OOM in that update is
+   undone and retried like one in forward/backward.
+
 The epoch loop is :mod:`fvc.train.loop`.
 """
 
@@ -32,7 +38,7 @@ from torch import nn
 
 from fvc.datasets import to_model_input
 from fvc.memory import MemoryLog, MemoryPolicy, aggressive_gc, error_line, is_oom_error
-from fvc.train.precision import autocast
+from fvc.train.precision import autocast, make_scaler
 from fvc.train.state import Run
 
 log = logging.getLogger(__name__)
@@ -67,8 +73,34 @@ def forward_backward(run: Run, x: torch.Tensor, y: torch.Tensor, micro: int) -> 
     return total
 
 
-def apply_update(run: Run) -> None:
-    """The optimizer step (through the GradScaler with fp16); an OOM is :class:`StepStateLost`.
+class FirstUpdate:
+    """What an optimizer's first update can change, kept while the optimizer has no state.
+
+    The weights (a host copy, made once: the first step only) and the GradScaler's state;
+    :meth:`restore` puts them back and drops the half-built optimizer state, so nothing of the
+    failed update remains (BatchNorm buffers, gradients and the RNG are :class:`Rollback`'s).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.params = list(run.model.parameters())
+        self.weights = [p.detach().to("cpu", copy=True) for p in self.params]
+        self.scaler = run.scaler.state_dict() if run.scaler is not None else None
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, w in zip(self.params, self.weights, strict=True):
+            p.copy_(w)
+        self.run.optimizer.state.clear()
+        if self.scaler is not None:  # a fresh scaler: no half-finished unscale_ bookkeeping
+            self.run.scaler = make_scaler(self.run.precision, self.run.device)
+            self.run.scaler.load_state_dict(self.scaler)
+
+
+def apply_update(run: Run, first: FirstUpdate | None = None) -> None:
+    """The optimizer step (through the GradScaler with fp16); an OOM is :class:`StepStateLost`,
+    except in the optimizer's first update (``first``): that one is restored and re-raised, for
+    the OOM policy to retry.
 
     With bf16 on the CPU (no GradScaler) a step with non-finite gradients is skipped, as
     GradScaler does: measured here, oneDNN's bf16 Conv3d backward sporadically returns inf
@@ -90,6 +122,9 @@ def apply_update(run: Run) -> None:
         return
     except Exception as exc:
         if not is_oom_error(exc):
+            raise
+        if first is not None:
+            first.restore()
             raise
         error = error_line(exc)
     # outside the except block: its traceback would pin the failed step's tensors
@@ -137,12 +172,21 @@ def robust_step(
 
     An OOM in the forward/backward pass is rolled back and retried (at any micro-batch size the
     retry computes what a first attempt would); a reduced micro-batch is kept in ``run.pos``
-    for the rest of the fold. An OOM in the update raises :class:`StepStateLost`.
+    for the rest of the fold. An OOM in the update raises :class:`StepStateLost`, unless it is
+    the optimizer's first (:class:`FirstUpdate`): then the update is part of the attempt.
     """
     pos = run.pos
     rollback.take()
+    first = FirstUpdate(run) if not run.optimizer.state else None
+
+    def attempt(micro: int) -> torch.Tensor:
+        loss = forward_backward(run, x, y, micro)
+        if first is not None:
+            apply_update(run, first)
+        return loss
+
     loss, pos.micro_batch_size = call_with_oom_recovery(
-        lambda micro: forward_backward(run, x, y, micro),
+        attempt,
         pos.micro_batch_size,
         run.policy,
         rollback,
@@ -152,7 +196,8 @@ def robust_step(
     if loss is None:
         run.optimizer.zero_grad(set_to_none=True)
         return None
-    apply_update(run)
+    if first is None:
+        apply_update(run)
     return loss
 
 
