@@ -44,6 +44,7 @@ from fvc.metrics import (
     bootstrap_ci,
     score_metrics,
 )
+from fvc.report import json_number
 from fvc.splits import assign_folds, fold_summary
 
 log = logging.getLogger(__name__)
@@ -227,12 +228,6 @@ def score_outer_test(
 # ----------------------------------------------------------------------------- aggregate
 
 
-def _num(value: Any) -> float | int | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return int(value) if isinstance(value, bool | int | np.integer) else float(value)
-
-
 def naive_best(summaries: Mapping[str, str | os.PathLike[str]], metric: str) -> dict[str, Any]:
     """The plain run's winner on ``metric`` and what a sweep without nesting reports for it:
     its mean CV score and its pooled out-of-fold metrics with their bootstrap CIs."""
@@ -273,8 +268,8 @@ def aggregate_nested(
         {
             "outer_fold": [str(r["outer_fold"]) for r in rows],
             "selected_variant": [r["selected_variant"] for r in rows],
-            "inner_score": [_num(r["inner_score"]) for r in rows],
-            **{c: [_num(r.get(c)) for r in rows] for c in (*RESULT_METRICS, "threshold")},
+            "inner_score": [json_number(r["inner_score"]) for r in rows],
+            **{c: [json_number(r.get(c)) for r in rows] for c in (*RESULT_METRICS, "threshold")},
             **{c: [r.get(c) for r in rows] for c in (*COUNT_NAMES, "n_test")},
         }
     )
@@ -309,14 +304,14 @@ def aggregate_nested(
         "selected": {str(s["outer_fold"]): s["selected"] for s in sels},
         "inner_scores": {str(s["outer_fold"]): s["inner_scores"] for s in sels},
         "selection_corrected": {
-            **{k: _num(v) for k, v in pooled.items()},
-            "mean": {c: _num(numeric[c].mean()) for c in RESULT_METRICS},
-            "std": {c: _num(numeric[c].std(ddof=1)) for c in RESULT_METRICS},
+            **{k: json_number(v) for k, v in pooled.items()},
+            "mean": {c: json_number(numeric[c].mean()) for c in RESULT_METRICS},
+            "std": {c: json_number(numeric[c].std(ddof=1)) for c in RESULT_METRICS},
             "ci95": {
                 "method": "percentile bootstrap",
                 "resamples": cv.bootstrap_samples,
                 "unit": unit,
-                **{k: [_num(lo), _num(hi)] for k, (lo, hi) in ci.items()},
+                **{k: [json_number(lo), json_number(hi)] for k, (lo, hi) in ci.items()},
             },
         },
         "naive_best_cv": naive,

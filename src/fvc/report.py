@@ -249,15 +249,15 @@ def aggregate_folds(
         "n_folds": len(per_fold),
         "n_videos": preds["video_id"].nunique() if repeats is not None else len(preds),
         "n_excluded": sum(_count_rows(p) for p in excluded_paths),
-        "mean": {c: _num(mean_row[c]) for c in SUMMARY_COLUMNS if c in mean_row},
-        "std": {c: _num(std_row[c]) for c in SUMMARY_COLUMNS if c in std_row},
+        "mean": {c: json_number(mean_row[c]) for c in SUMMARY_COLUMNS if c in mean_row},
+        "std": {c: json_number(std_row[c]) for c in SUMMARY_COLUMNS if c in std_row},
         "threshold": {"method": cv.threshold, "value": threshold},
-        "pooled_out_of_fold": {k: _num(v) for k, v in pooled.items()},
+        "pooled_out_of_fold": {k: json_number(v) for k, v in pooled.items()},
         "ci95": {
             "method": "percentile bootstrap",
             "resamples": cv.bootstrap_samples,
             "unit": unit,
-            **{k: [_num(lo), _num(hi)] for k, (lo, hi) in ci.items()},
+            **{k: [json_number(lo), json_number(hi)] for k, (lo, hi) in ci.items()},
         },
     }
     io.write_feather(out_results, table)
@@ -285,7 +285,7 @@ def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def _num(value: Any) -> float | int | None:
+def json_number(value: Any) -> float | int | None:
     """JSON-safe number: integers stay integers, NaN/NA becomes None (JSON has no NaN)."""
     if value is None or value is pd.NA:
         return None
