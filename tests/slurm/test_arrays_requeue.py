@@ -5,7 +5,8 @@
   (one ``sbatch``) and the run finishes. A task that fails (killed for exceeding its memory) is
   NOT retried alone with plugin 2.8.0: the job step of every task is the first task's Snakemake
   job, which deletes the first task's outputs when the task fails. That test is marked xfail
-  (strict), so an upgrade that fixes it shows up as a failure to act on.
+  (strict), so an upgrade that fixes it shows up as a failure to act on; it costs 2-3 minutes
+  and runs only with ``FVC_SLURM_ARRAY_FAILURE=1`` (run it after upgrading the plugin).
 - The shipped profile submits with ``--requeue``: ``scontrol requeue`` of a running train job (what
   a preemption with PreemptMode=REQUEUE does) restarts the same SLURM job, which resumes the fold
   from its checkpoint: every epoch is trained once, Snakemake spends no retry, and the fold's
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -122,11 +124,16 @@ def test_train_jobs_ready_together_go_out_as_one_array(tmp_path: Path) -> None:
     assert (project / RUN / "kfold_results.feather").exists()
 
 
+@pytest.mark.skipif(
+    os.environ.get("FVC_SLURM_ARRAY_FAILURE") != "1",
+    reason="known to fail with the pinned plugin (xfail below); ~2-3 min, so only on request: "
+    "FVC_SLURM_ARRAY_FAILURE=1 (e.g. after upgrading snakemake-executor-plugin-slurm)",
+)
 @pytest.mark.xfail(
     strict=True,
-    raises=(AssertionError, pytest.fail.Exception),
+    raises=AssertionError,  # only the assertions below; a failed wait or run setup is a failure
     reason="snakemake-executor-plugin-slurm 2.8.0 + jobstep 0.6.1: a failed array task's job step "
-    "deletes the first task's outputs (upstream snakemake-executor-plugin-slurm issue 447)",
+    "deletes the first task's outputs (open upstream bug; profiles/slurm/README.md, Job arrays)",
 )
 @pytest.mark.timeout(1200, func_only=True)  # prebuild of 3 folds, one run of 3 + 1 train jobs
 def test_failed_array_task_is_retried_alone(tmp_path: Path) -> None:
@@ -141,7 +148,8 @@ def test_failed_array_task_is_retried_alone(tmp_path: Path) -> None:
     # it too little memory, and let it start only once the first task has finished.
     last_task = array.first_task + folds - 1
     last = f"{array.slurm_id}_{last_task}"
-    assert scontrol("hold", last, check=False).returncode == 0, "the last task already started"
+    if scontrol("hold", last, check=False).returncode != 0:
+        pytest.fail(f"array task {last} started before the test could hold it")
     scontrol("update", f"JobId={last}", f"MinMemoryNode={LOW_MB}")
     wait_for(
         lambda: any(
