@@ -269,12 +269,35 @@ class SnakemakeRun:
         return self.output
 
 
+def processes_inside(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` or below it (other than this one)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                pids.append(int(proc.name))
+    return pids
+
+
 @pytest.fixture(autouse=True)
-def stop_leftover_runs() -> Iterator[None]:
-    """After each test (passed, failed or timed out): no Snakemake run or SLURM job is left."""
+def stop_leftover_runs(tmp_path: Path) -> Iterator[None]:
+    """After each test (passed, failed or timed out): no Snakemake run or SLURM job is left, and
+    no process of the test's jobs either.
+
+    The last part is for this container cluster: proctrack/linuxproc finds a job's processes by
+    ancestry, so a process whose parent died first escapes SLURM's SIGKILL. Seen after
+    `scontrol requeue`: the batch shell died on SIGTERM, and the job's outer Snakemake, its
+    SIGTERM handler blocked on the scheduler lock it already held (Snakemake 9.27.1), stayed
+    behind as an orphan. On clusters with proctrack/cgroup the whole job is killed.
+    """
     yield
     while SnakemakeRun.live:
         SnakemakeRun.live.pop().stop()
+    for pid in processes_inside(tmp_path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ---- shared by the test files -------------------------------------------------------------
