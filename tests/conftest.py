@@ -25,6 +25,7 @@ from PIL import Image
 #: their usual order; the order changes nothing else (each test states its preconditions).
 SLOWEST_FIRST = [
     "tests/slurm/test_slurm.py",  # 516
+    "tests/slurm/test_arrays_requeue.py",  # 210 (+150 with FVC_SLURM_ARRAY_FAILURE=1)
     "tests/workflow/test_sweep.py",  # 200
     "tests/workflow/test_workflow.py",  # 110 (builds the shared finished tiny run)
     "tests/corpus/test_corpus_workflow.py",  # 100

@@ -7,9 +7,11 @@
 #   tests/slurm/cluster.sh status   print daemon and node state; exit 0 only if usable
 #   tests/slurm/cluster.sh stop     stop the daemons this script started (packages stay)
 #
-# Idempotent: `setup` on a running, healthy cluster returns at once; on a half-started one it
-# restarts the daemons. Exit status is non-zero with a one-line reason on stderr when the
-# cluster cannot be started (not root, no apt-get, packages not installable, daemons die).
+# Idempotent: `setup` on a running, healthy cluster started with this configuration returns at
+# once; on a half-started one, or one started with a different configuration (an older version of
+# this script), it rewrites the configuration and restarts the daemons. Exit status is non-zero
+# with a one-line reason on stderr when the cluster cannot be started (not root, no apt-get,
+# packages not installable, daemons die).
 #
 # Environment (optional):
 #   FVC_SLURM_GPUS=2         fake GPUs on the node (gres gpu, dummy device files)
@@ -82,7 +84,9 @@ install_packages() {
 	fi
 }
 
-write_config() {
+# Writes the configuration to slurm.conf.tmp and gres.conf.tmp (empty without GPUs);
+# install_config puts them in place.
+render_config() {
 	local cpus mem gres_node="" gres_types=""
 	cpus=${FVC_SLURM_CPUS:-$(nproc)}
 	# 90% of the RealMemory slurmd detects: a node that claims more than it has is drained.
@@ -97,13 +101,11 @@ write_config() {
 		# Jobs get CUDA_VISIBLE_DEVICES but no real GPU (torch falls back to the CPU).
 		local devs=(/dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty)
 		((GPUS <= ${#devs[@]})) || die "FVC_SLURM_GPUS=$GPUS: at most ${#devs[@]} fake GPUs"
-		: >"$CONF_DIR/gres.conf.tmp"
 		for ((i = 0; i < GPUS; i++)); do
-			echo "NodeName=$NODE Name=gpu File=${devs[$i]}" >>"$CONF_DIR/gres.conf.tmp"
-		done
-		mv "$CONF_DIR/gres.conf.tmp" "$CONF_DIR/gres.conf"
+			echo "NodeName=$NODE Name=gpu File=${devs[$i]}"
+		done >"$CONF_DIR/gres.conf.tmp"
 	else
-		rm -f "$CONF_DIR/gres.conf"
+		: >"$CONF_DIR/gres.conf.tmp"
 	fi
 	cat >"$CONF_DIR/slurm.conf.tmp" <<EOF
 # Written by tests/slurm/cluster.sh: a single-node test cluster on localhost.
@@ -137,11 +139,34 @@ MinJobAge=600
 ReturnToService=2
 SlurmdParameters=config_overrides
 KillWait=30
+# Batch jobs are not requeueable unless submitted with --requeue, as on sites where requeue is
+# opt-in: scontrol requeue (and preemption with PreemptMode=REQUEUE) then works only on jobs
+# the profile submitted with --requeue (slurm-requeue: true).
+JobRequeue=0
+# A requeued job may start again cred_expire + 1 s later (default 120 s). 30 s still leaves a
+# loaded machine ample time to launch a job step with its credential.
+AuthInfo=cred_expire=30
 $gres_types
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $gres_node State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+}
+
+# Whether the rendered configuration differs from the one in place.
+config_changed() {
+	local gres=/dev/null
+	[[ -e "$CONF_DIR/gres.conf" ]] && gres="$CONF_DIR/gres.conf"
+	! cmp -s "$CONF_DIR/slurm.conf.tmp" "$CONF_DIR/slurm.conf" ||
+		! cmp -s "$CONF_DIR/gres.conf.tmp" "$gres"
+}
+
+install_config() {
 	mv "$CONF_DIR/slurm.conf.tmp" "$CONF_DIR/slurm.conf"
+	if [[ -s "$CONF_DIR/gres.conf.tmp" ]]; then
+		mv "$CONF_DIR/gres.conf.tmp" "$CONF_DIR/gres.conf"
+	else
+		rm -f "$CONF_DIR/gres.conf" "$CONF_DIR/gres.conf.tmp"
+	fi
 }
 
 start_munge() {
@@ -160,7 +185,7 @@ start_munge() {
 	chown munge:munge /run/munge /var/log/munge /var/lib/munge
 	chmod 755 /run/munge
 	# munged refuses to run as root; it daemonizes itself.
-	su -s /bin/sh munge -c "/usr/sbin/munged --force --pid-file=/run/munge/munged.pid" ||
+	su -s /bin/sh munge -c "/usr/sbin/munged --force --pid-file=/run/munge/munged.pid" 8>&- ||
 		die "munged failed to start (see /var/log/munge/munged.log)"
 	for _ in $(seq 50); do
 		[[ -s /run/munge/munged.pid ]] && break
@@ -195,7 +220,7 @@ start_slurm() {
 	pkill -9 -x slurmd 2>/dev/null || true
 	pkill -9 -x slurmctld 2>/dev/null || true
 	# -i: ignore state files of an older configuration.
-	/usr/sbin/slurmctld -i || die "slurmctld failed to start (see $STATE_DIR/slurmctld.log)"
+	/usr/sbin/slurmctld -i 8>&- || die "slurmctld failed to start (see $STATE_DIR/slurmctld.log)"
 	# After an unclean stop slurmctld can take about a minute before it answers (seen here).
 	local deadline=$((SECONDS + 2 * TIMEOUT))
 	while ((SECONDS < deadline)); do
@@ -203,7 +228,7 @@ start_slurm() {
 		sleep 0.2
 	done
 	scontrol ping >/dev/null 2>&1 || die "slurmctld does not answer 'scontrol ping' (see $STATE_DIR/slurmctld.log)"
-	/usr/sbin/slurmd || die "slurmd failed to start (see $STATE_DIR/slurmd.log)"
+	/usr/sbin/slurmd 8>&- || die "slurmd failed to start (see $STATE_DIR/slurmd.log)"
 }
 
 wait_idle() {
@@ -224,13 +249,20 @@ wait_idle() {
 cmd_setup() {
 	[[ $(id -u) -eq 0 ]] || die "must run as root (installs packages, starts munged/slurmctld/slurmd)"
 	mkdir -p "$STATE_DIR"
-	if healthy; then
+	# One setup at a time: under `pytest -n` two test files may ask for the cluster at once; the
+	# second then finds it running. The daemons are started with fd 8 closed (they would hold
+	# the lock forever).
+	exec 8>"$STATE_DIR/setup.lock"
+	flock 8
+	local t0=$SECONDS
+	install_packages
+	render_config
+	if ! config_changed && healthy; then
+		rm -f "$CONF_DIR/slurm.conf.tmp" "$CONF_DIR/gres.conf.tmp"
 		log "cluster already running (node $NODE $(node_state))"
 		return 0
 	fi
-	local t0=$SECONDS
-	install_packages
-	write_config
+	install_config
 	start_munge
 	start_slurm
 	wait_idle

@@ -15,146 +15,36 @@ test), and ``stop_leftover_runs`` stops Snakemake and scancels jobs whatever the
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import re
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pandas as pd
 import pytest
 import yaml
 
 from tests.slurm.conftest import (
-    SlurmJob,
+    LARGER,
+    RUN,
+    STARTED,
+    TINY,
     SnakemakeRun,
+    assert_each_epoch_trained_once,
+    assert_stops_and_resumes_match,
+    fastest_epoch_s,
+    job_log,
     new_project,
     overlay_profile,
+    prebuild,
     profile_args,
-    run_ids,
+    running_train_job,
     squeue_jobs,
+    wait_for,
 )
 from tests.workflow.helpers import planned_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
-
-RUN = Path("runs/tiny")
-TINY = ["--configfile", "tiny.yaml"]  # last on the command line: --configfile takes a list
-LARGER = {"data": {"size": 64, "num_frames": 8}}  # ~1 s per epoch instead of ~0.1 s
-EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+): train loss")
-RESUME_LINE = re.compile(
-    r"fold \d+: resuming from \S+ \((?:epoch (\d+) batch (\d+)|end of epoch (\d+))\)"
-)
-
-
-def resume_point(log: str) -> tuple[str, str] | None:
-    """(epoch, batch) a job resumed at; "end of epoch E" is the same point as epoch E+1 batch 0
-    (a stop that lands between epochs, e.g. a scancel during validation)."""
-    m = RESUME_LINE.search(log)
-    if m is None:
-        return None
-    if m.group(3) is not None:
-        return str(int(m.group(3)) + 1), "0"
-    return m.group(1), m.group(2)
-
-
-T = TypeVar("T")
-STARTED = re.compile(r"fold \d+: (no checkpoint; fresh start|resuming from)")
-
-
-def prebuild(project: Path, *targets: str) -> None:
-    """Build the data stages locally, so the SLURM part of a test is only what it is about."""
-    SnakemakeRun(project, ["--cores", "2", *targets, *TINY], "prebuild").check(timeout=300)
-
-
-def job_log(project: Path, job: SlurmJob) -> str:
-    """The plugin's log of one SLURM job (one attempt): the script's stderr is in it."""
-    return (
-        project / f".snakemake/slurm_logs/rule_{job.rule}/{job.wildcards}/{job.jobid}.log"
-    ).read_text()
-
-
-def assert_each_epoch_trained_once(project: Path, jobs: list[SlurmJob], epochs: int) -> None:
-    """Over all attempts every epoch finished exactly once, and history.csv lists them all."""
-    trained = [int(m.group(1)) for j in jobs for m in EPOCH_LINE.finditer(job_log(project, j))]
-    assert sorted(trained) == list(range(1, epochs + 1)), f"epochs trained: {trained}"
-    fold = jobs[0].wildcards
-    hist = pd.read_csv(project / RUN / f"fold_{fold}/history.csv")
-    assert list(hist["epoch"]) == list(range(1, epochs + 1))
-
-
-def fastest_epoch_s(project: Path, fold: int = 0) -> float:
-    """This machine's best time for one epoch of the prebuilt fold now (outside SLURM, one
-    thread like the train rule): the fastest of epochs 2-4, so sizes derived from it hold
-    even if the machine gets quicker (less loaded) later."""
-    cfg = yaml.safe_load((project / "tiny.yaml").read_text())
-    scratch = project / "calibration"
-    scratch.mkdir()
-    (scratch / "cfg.yaml").write_text(yaml.safe_dump({"train": {**cfg["train"], "epochs": 4}}))
-    data, aug = project / RUN / "data", project / RUN / f"fold_{fold}/augment"
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "fvc.cli", "train", "--config", str(scratch / "cfg.yaml")),
-            *("--fold", str(fold), "--threads", "1"),
-            *("--clips", str(data / "clips.npy"), "--index", str(data / "clips.parquet")),
-            *("--splits", str(project / RUN / "splits.parquet")),
-            *(
-                "--aug-clips",
-                str(aug / "clips.npy"),
-                "--aug-manifest",
-                str(aug / "manifest.parquet"),
-            ),
-            *("--out-dir", str(scratch / "out"), "--checkpoint-dir", str(scratch / "ckpt")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    secs = [float(s) for s in re.findall(r" epoch \d+/4: .*, ([\d.]+) s$", proc.stderr, re.M)]
-    assert len(secs) == 4, proc.stderr[-3000:]
-    return max(0.02, min(secs[1:]))  # epoch 1 includes warm-up
-
-
-def wait_for(cond: Callable[[], T | None], what: str, run: SnakemakeRun) -> T:
-    """Poll ``cond`` until it returns a value; fail if Snakemake exits first. No deadline of its
-    own: the test's pytest timeout bounds the wait (and the clean-up fixture stops the run)."""
-    while True:
-        value = cond()
-        if value:
-            return value
-        if run.proc.poll() is not None:
-            value = cond()  # it may have become true just before the exit
-            if value:
-                return value
-            pytest.fail(f"snakemake exited before {what}\n{run.output[-6000:]}")
-        time.sleep(0.5)
-
-
-def running_train_job(run: SnakemakeRun, fold: int) -> SlurmJob | None:
-    """Fold ``fold``'s train job once SLURM says it is RUNNING."""
-    jobs = squeue_jobs(run_ids(run.output))
-    return next(
-        (j for j in jobs if j.comment == f"rule_train_wildcards_{fold}" and j.state == "RUNNING"),
-        None,
-    )
-
-
-def assert_stops_and_resumes_match(project: Path, jobs: list[SlurmJob]) -> None:
-    """Each attempt but the last stopped on SIGTERM with a checkpoint, and the next attempt
-    resumed exactly where it stopped."""
-    logs = [job_log(project, j) for j in jobs]
-    for prev, nxt in itertools.pairwise(logs):
-        stop = re.search(r"received SIGTERM; checkpoint written at epoch (\d+) batch (\d+)", prev)
-        assert stop, f"an attempt ended without a SIGTERM checkpoint:\n{prev[-3000:]}"
-        resumed = resume_point(nxt)
-        assert resumed, f"the next attempt did not resume:\n{nxt[-3000:]}"
-        assert resumed == stop.groups(), "resumed elsewhere than it stopped"
 
 
 @pytest.mark.timeout(1500, func_only=True)  # two runs of up to 600 s each, side by side
@@ -167,7 +57,7 @@ def test_profile_run_matches_local_run(tmp_path: Path) -> None:
     out = SnakemakeRun(slurm, [*profile_args(), *TINY], "slurm").check(timeout=600)
     local_run.check(timeout=600)
 
-    jobs = squeue_jobs(run_ids(out))
+    jobs = squeue_jobs(out)
     train = [j for j in jobs if j.rule == "train"]
     assert sorted(j.wildcards for j in train) == ["0", "1"], jobs
     assert len({j.jobid for j in train}) == 2, "each fold must be its own SLURM job"
@@ -223,7 +113,7 @@ def test_time_limit_signal_checkpoint_retry_resume(tmp_path: Path) -> None:
     )  # fmt: skip
     out = run.check(timeout=2000)
 
-    train = [j for j in squeue_jobs(run_ids(out)) if j.rule == "train"]
+    train = [j for j in squeue_jobs(out) if j.rule == "train"]
     assert train[0].jobid == job.jobid
     states = [j.state for j in train]
     assert len(train) >= 2 and states[-1] == "COMPLETED", train
@@ -271,7 +161,7 @@ def test_scancel_then_rerun_resumes_and_dry_run_lists_rest(tmp_path: Path) -> No
     assert left == {"train[fold=0]": 1, **dict.fromkeys(results_jobs, 1)}, left
 
     out = SnakemakeRun(project, [*profile_args(), *TINY], "rerun").check(timeout=900)
-    train = [j for j in squeue_jobs(run_ids(out)) if j.rule == "train"]
+    train = [j for j in squeue_jobs(out) if j.rule == "train"]
     assert [j.wildcards for j in train] == ["0"], "only the cancelled fold runs again"
     assert_stops_and_resumes_match(project, [job, *train])
     assert_each_epoch_trained_once(project, [job, *train], epochs)
