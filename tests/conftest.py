@@ -26,13 +26,16 @@ from PIL import Image
 SLOWEST_FIRST = [
     "tests/slurm/test_slurm.py",  # 516
     "tests/slurm/test_arrays_requeue.py",  # 210 (+150 with FVC_SLURM_ARRAY_FAILURE=1)
+    "tests/workflow/test_nested.py",  # 240
     "tests/workflow/test_sweep.py",  # 200
     "tests/workflow/test_workflow.py",  # 110 (builds the shared finished tiny run)
     "tests/corpus/test_corpus_workflow.py",  # 100
     "tests/workflow/test_dataset_changes.py",  # 81
     "tests/workflow/test_predict_workflow.py",  # 80
+    "tests/workflow/test_pairing.py",  # 50
     "tests/workflow/test_results.py",  # 45
     "tests/workflow/test_pretrained_workflow.py",  # 35
+    "tests/workflow/test_module.py",  # 27
     "tests/faults/test_kill_resume.py",  # 33
     "tests/workflow/test_clips_workflow.py",  # 24
     "tests/workflow/test_refit_workflow.py",  # 22
