@@ -605,3 +605,32 @@ def test_an_oom_taking_a_checkpoint_snapshot_never_ends_the_fold(
     assert [e["event"] for e in events].count("checkpoint_oom") == 2
     assert calls["n"] > 2  # later background checkpoints were taken
     assert_same_weights(final_weights(tmp_path), final_weights(reference))
+
+
+def test_a_retry_after_the_fold_completed_publishes_again_without_training(
+    inputs, tmp_path, caplog
+) -> None:
+    """A job reported failed after its training finished (a status or file-system glitch):
+    Snakemake deletes its outputs and retries it. The retry (attempt 2) publishes the same
+    outputs from the complete checkpoint; a forced rerun (attempt 1) trains afresh."""
+    first = fit(inputs, tmp_path, {"epochs": 2})
+    out = tmp_path / "out"
+    skip = ("memory.jsonl", "best_model.pt")  # new events; torch.save's zip: compared loaded
+    published = {p.name: p.read_bytes() for p in out.iterdir() if p.name not in skip}
+    model = torch.load(out / "best_model.pt", weights_only=True)
+    for p in out.iterdir():
+        p.unlink()
+    with caplog.at_level(logging.INFO):
+        again = fit(inputs, tmp_path, {"epochs": 2}, attempt=2)
+    assert "is complete: publishing its outputs again" in caplog.text
+    assert again == first
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name not in skip} == published
+    again_model = torch.load(out / "best_model.pt", weights_only=True)
+    assert_same_weights(again_model.pop("model_state"), model.pop("model_state"))
+    assert again_model == model
+    events = [json.loads(x) for x in (out / "memory.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("epoch_end") == 2  # the first attempt's only
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        fit(inputs, tmp_path, {"epochs": 2})  # attempt 1: a forced rerun trains again
+    assert "previous run of this fold completed; fresh start" in caplog.text

@@ -121,6 +121,13 @@ def _fill(pattern, variant, wildcards):
     return LAYOUT.fill(pattern, variant, **dict(wildcards.items()))
 
 
+def get_attempt(wildcards, attempt):
+    """Resource function: Snakemake's attempt of the job (1, then 2, ... on retries), which a
+    script cannot see otherwise (the train and refit rules publish a run that completed in an
+    earlier attempt again instead of retraining it)."""
+    return attempt
+
+
 def get_upstream(pattern):
     """Input function: the upstream artifact `pattern` (a LAYOUT pattern) of this job's variant."""
 

@@ -45,6 +45,7 @@ rule refit:
     resources:
         # like train: one GPU (a local slot, or the SLURM profile's gpu:1)
         gpu=1,
+        attempt=get_attempt,
     params:
         # as for train: only result-affecting keys, the operational ones come from the config
         model=config["model"],

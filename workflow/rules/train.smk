@@ -29,6 +29,7 @@ rule train:
         # one GPU per fold: `--resources gpu=N` runs at most N folds at once locally (each on its
         # own GPU through fvc.devices.claim_gpu_slot); the SLURM profile asks for gres gpu:1
         gpu=1,
+        attempt=get_attempt,
     params:
         # only result-affecting keys: changing an operational one (x-operational in the schema,
         # e.g. train.num_workers) neither reruns a finished fold nor restarts a running one

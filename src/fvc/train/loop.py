@@ -228,6 +228,7 @@ def _start(
     threads: int | None,
     device: str | None,
     micro_batch_size: int | None,
+    retry: bool = False,
 ) -> tuple[FoldData, Run, str]:
     """Set-up of :func:`fit_fold`: device, data, fingerprint, seeded model, resume decision and
     the :class:`~fvc.train.state.Run` (restored from the checkpoint when resuming), logged."""
@@ -246,7 +247,7 @@ def _start(
     torch.manual_seed(seed)
     np.random.seed(seed)
     model = build_model(model_cfg).to(dev)
-    decision = resume.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model))
+    decision = resume.choose_resume(ckpt_dir, fp, lambda s: check_checkpoint(s, model), retry)
     log.info(f"{target.name}: {decision.reason}")
     # a writer killed mid-write (a checkpoint, an output) left its temporary file behind
     outputs = {Path(p).parent for p in dataclasses.asdict(target.outputs).values()}
@@ -352,6 +353,7 @@ def fit_fold(
     micro_batch_size: int | None = None,
     device: str | None = None,
     started_at: float | None = None,
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """Train ``target`` (resuming when possible) and publish its outputs; returns the metrics.
 
@@ -360,7 +362,9 @@ def fit_fold(
     epochs). ``device`` overrides ``train.device``. ``micro_batch_size`` is only the starting
     micro-batch (default: the batch size); a resumed run continues with the checkpoint's.
     ``runtime_min`` is the job's time budget (the rule's ``runtime`` resource), counted from
-    ``started_at`` (default: this process's start). Raises :class:`TrainingInterrupted` on
+    ``started_at`` (default: this process's start). ``attempt`` > 1 (the scheduler's retry,
+    Snakemake's ``attempt``) publishes a run that already completed again instead of training
+    it afresh. Raises :class:`TrainingInterrupted` on
     SIGTERM/SIGUSR1 or at the budget (after checkpointing) and after an OOM inside the
     optimizer update (without saving the half-updated state).
     """
@@ -383,6 +387,7 @@ def fit_fold(
             threads=threads,
             device=device,
             micro_batch_size=micro_batch_size,
+            retry=attempt > 1,
         )
         pos, memlog = run.pos, run.memlog
         checkpointer = resume.Checkpointer(
@@ -469,7 +474,8 @@ def rule_arguments(smk: Any) -> dict[str, Any]:
     ``snakemake`` object: the model section, the train and memory sections (the rule's params
     hold their result-affecting keys, ``snakemake.config`` the operational ones, which are
     kept out of the params so that changing one reruns nothing), the checkpoint directory, the
-    time budget (``resources.runtime``, minutes) and the thread count."""
+    time budget (``resources.runtime``, minutes), the thread count and Snakemake's attempt
+    (``resources.attempt``: scripts see no attempt of their own)."""
     p, cfg = smk.params, smk.config
     return {
         "model_cfg": dict(p.model),
@@ -478,4 +484,5 @@ def rule_arguments(smk: Any) -> dict[str, Any]:
         "checkpoint_dir": p.checkpoint_dir,
         "runtime_min": getattr(smk.resources, "runtime", None),
         "threads": smk.threads,
+        "attempt": int(getattr(smk.resources, "attempt", 1)),
     }

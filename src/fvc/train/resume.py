@@ -193,7 +193,7 @@ def clear(ckpt_dir: Path) -> None:
 
 
 def choose_resume(
-    ckpt_dir: str | os.PathLike[str], fp: str, validate: Any = None
+    ckpt_dir: str | os.PathLike[str], fp: str, validate: Any = None, retry: bool = False
 ) -> ResumeDecision:
     """Decide between resuming and a fresh start (the directory is prepared for the latter).
 
@@ -202,7 +202,10 @@ def choose_resume(
       checkpoint present and ``validate(state)`` passing (keys, shapes): a checkpoint that loads
       but lacks keys or has wrong shapes falls back like a corrupt one;
     - different fingerprint (config or inputs changed) -> fresh, old directory kept aside;
-    - complete (a forced rerun of a finished fold) -> fresh;
+    - complete and ``retry`` (the scheduler's retry of a job reported failed after its training
+      finished: its outputs were deleted, e.g. after a status or file-system glitch) -> the
+      complete state, whose outputs are published again without training;
+    - complete otherwise (a forced rerun of a finished fold) -> fresh;
     - nothing usable -> fresh (unusable files kept aside).
     """
     d = Path(ckpt_dir)
@@ -213,7 +216,7 @@ def choose_resume(
     for path in existing:
         try:
             state, source = load_checkpoint(path), path
-            if state.get("fingerprint") == fp and not state.get("complete"):
+            if state.get("fingerprint") == fp and (retry or not state.get("complete")):
                 _check_usable(d, path, state, validate)
             break
         except CheckpointError as exc:
@@ -228,6 +231,10 @@ def choose_resume(
         old = set_aside(d)
         return ResumeDecision(
             None, None, f"config or inputs changed since {source}; previous state kept in {old}"
+        )
+    if state.get("complete") and retry:
+        return ResumeDecision(
+            state, source, f"{source.name} is complete: publishing its outputs again (a retry)"
         )
     if state.get("complete"):
         clear(d)
