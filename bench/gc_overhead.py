@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from synthetic import write_synthetic_inputs  # bench/synthetic.py
+from synthetic import fold_inputs, write_synthetic_inputs  # bench/synthetic.py
 
 from fvc.datasets import input_norm, load_fold
 from fvc.memory import MemoryLog, MemoryPolicy
@@ -90,9 +90,7 @@ def main() -> None:
     logging.getLogger("fvc").setLevel(logging.WARNING)  # no progress lines
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_synthetic_inputs(tmp, n_videos=16 * args.batches, frames=8, size=64)
-        data = load_fold(
-            paths["clips"], paths["index"], paths["splits"], **paths["folds"][0], fold=0
-        )
+        data = load_fold(fold_inputs(paths), fold=0)
         torch.manual_seed(0)
         model = build_model({"name": "small3d"})
         cpu = torch.device("cpu")

@@ -236,8 +236,8 @@ def test_requeued_train_job_resumes_and_matches_uninterrupted_run(tmp_path: Path
         pd.read_csv(want / "history.csv").drop(columns="seconds"),
         check_exact=True,
     )
-    got_model = torch.load(got / "best_model.pt")
-    want_model = torch.load(want / "best_model.pt")
+    got_model = torch.load(got / "best_model.pt", weights_only=True)
+    want_model = torch.load(want / "best_model.pt", weights_only=True)
     assert got_model.keys() == want_model.keys()
     for key, value in want_model["model_state"].items():
         assert torch.equal(got_model["model_state"][key], value), key
