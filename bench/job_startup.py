@@ -4,8 +4,9 @@ Run: ``.venv/bin/python bench/job_startup.py [--reps 5]``.
 Every Snakemake job (and every SLURM job) is a new Python process, so its imports are paid once
 per fold, per stage, per retry. The baseline is ``import torch`` alone (no job can do without
 it); each row is a rule's import set in a fresh interpreter, best of ``--reps`` (interleaved,
-so a busy machine slows all rows alike), and its ratio to the baseline. ``torchvision`` in
-``sys.modules`` says whether the job imported it: a small3d job should not. (A train job pays
+so a busy machine slows all rows alike), and its ratio to the baseline. ``torchvision`` and
+``sklearn`` say whether the job imported them: a small3d job needs neither (scikit-learn, ~0.8 s
+with SciPy, only assigns folds: the split job). (A train job pays
 ``torch._dynamo`` anyway: AdamW imports it on first use, so there the saving is small; a predict
 job never builds an optimizer.) Timings on a shared machine are noisy: it reports, never asserts.
 """
@@ -26,19 +27,21 @@ CASES = {
     ),
     "predict (small3d)": "import fvc.predict",
     "aggregate": "import fvc.report",
+    "split": "import fvc.splits, pandas as pd\nfvc.splits.assign_folds(pd.DataFrame({'video_id': "
+    "list('abcdef'), 'label': [0, 1] * 3, 'group': list('abcdef')}), {'n_splits': 2})",
     "augment": "import fvc.augment",
 }
 PROBE = (
     "\nimport sys, time\n"
-    "print(time.perf_counter() - T0, any(n.startswith('torchvision') for n in sys.modules))"
+    "print(time.perf_counter() - T0, 'torchvision' in sys.modules, 'sklearn' in sys.modules)"
 )
 
 
-def run_once(code: str) -> tuple[float, bool]:
+def run_once(code: str) -> tuple[float, bool, bool]:
     src = "import time\nT0 = time.perf_counter()\n" + code + PROBE
     out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, check=True)
-    seconds, tv = out.stdout.split()
-    return float(seconds), tv == "True"
+    seconds, tv, sk = out.stdout.split()
+    return float(seconds), tv == "True", sk == "True"
 
 
 def main() -> None:
@@ -47,14 +50,16 @@ def main() -> None:
     a = p.parse_args()
     best: dict[str, float] = {}
     tv: dict[str, bool] = {}
+    sk: dict[str, bool] = {}
     for _ in range(a.reps):
         for name, code in CASES.items():
-            seconds, tv[name] = run_once(code)
+            seconds, tv[name], sk[name] = run_once(code)
             best[name] = min(best.get(name, seconds), seconds)
     base = best["baseline: import torch"]
-    print(f"{'job':<26} {'import s':>9} {'ratio':>6}  torchvision")
+    print(f"{'job':<26} {'import s':>9} {'ratio':>6}  {'torchvision':<12} sklearn")
     for name in CASES:
-        print(f"{name:<26} {best[name]:>9.2f} {best[name] / base:>6.2f}  {tv[name]}")
+        ratio = best[name] / base
+        print(f"{name:<26} {best[name]:>9.2f} {ratio:>6.2f}  {tv[name]!s:<12} {sk[name]}")
 
 
 if __name__ == "__main__":

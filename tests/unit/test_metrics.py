@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from fvc.metrics import (
@@ -163,6 +164,50 @@ def test_score_metrics_match_sklearn_and_the_definitions() -> None:
     fpr, fnr = b["fp"] / (b["fp"] + b["tn"]), b["fn"] / (b["fn"] + b["tp"])
     assert abs(fpr - fnr) < 0.03
     assert m["eer"] == pytest.approx((fpr + fnr) / 2, abs=0.015)
+
+
+def test_every_metric_is_sklearns_on_random_sets_with_ties() -> None:
+    """fvc.metrics counts with numpy (no sklearn import in every job); the numbers are sklearn's:
+    continuous scores, scores on a coarse grid (ties), imbalanced classes, any threshold."""
+    rng = np.random.default_rng(7)
+    for y, p in _random_sets(300, seed=6):
+        thr = float(rng.choice([0.5, *p]))
+        pred = (np.asarray(p) >= thr).astype(int)
+        m = binary_metrics(y, p, thr)
+        want = {
+            "accuracy": skm.accuracy_score(y, pred),
+            "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+            "precision": skm.precision_score(y, pred, zero_division=0),
+            "recall": skm.recall_score(y, pred, zero_division=0),
+            "f1": skm.f1_score(y, pred, zero_division=0),
+            "roc_auc": roc_auc_score(y, p),
+        }
+        for name, value in want.items():
+            assert m[name] == pytest.approx(value, abs=1e-12), (name, y, p, thr)
+        counts = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel().tolist()
+        assert [m[k] for k in ("tn", "fp", "fn", "tp")] == counts
+        s = score_metrics(y, p)
+        assert s["average_precision"] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+        assert s["brier"] == pytest.approx(skm.brier_score_loss(y, p), abs=1e-12)
+        # Youden: sklearn's J at our threshold is its largest (on exactly tied maxima its float
+        # rates may rank another cut first; the exact tie-break is the brute-force test's).
+        fpr, tpr, cuts = skm.roc_curve(y, p, drop_intermediate=False)
+        j = tpr - fpr
+        at = np.flatnonzero(cuts == youden_threshold(y, p))
+        at = at[0] if len(at) else 0  # 1.0 without a score of 1.0: the cut above every score
+        assert j[at] == pytest.approx(j.max(), abs=1e-12), (y, p)
+
+
+def test_one_class_sets_and_other_labels() -> None:
+    m = binary_metrics([0, 0, 0], [0.2, 0.6, 0.9], 0.5)
+    assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (1, 2, 0, 0)
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0  # zero_division=0
+    assert math.isnan(m["roc_auc"]) and math.isnan(m["balanced_accuracy"])
+    assert m["accuracy"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="labels must be 0"):
+        binary_metrics([0, 2, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="finite"):
+        binary_metrics([0, 1, 1], [0.1, math.nan, 0.3])
 
 
 def test_one_class_gives_nan_ranking_scores_and_the_default_threshold() -> None:
