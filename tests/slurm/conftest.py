@@ -415,25 +415,24 @@ def assert_stops_and_resumes_match(project: Path, jobs: list[SlurmJob]) -> None:
         assert resumed == stop.groups(), "resumed elsewhere than it stopped"
 
 
-def profile_args(*extra_profiles: Path) -> list[str]:
-    """The shipped profile, the test-cluster overlay, then any per-test overlays."""
-    args = ["--profile", str(PROFILE), "--profile", str(OVERLAY)]
-    for p in extra_profiles:
-        args += ["--profile", str(p)]
-    return args
-
-
-def overlay_profile(dest: Path, train: dict, **top: object) -> Path:
-    """A per-test profile: the test overlay's set-resources with ``train`` entries replaced.
+def profile_args(
+    overlay: Path | None = None, train: dict | None = None, **top: object
+) -> list[str]:
+    """``--profile`` arguments: the shipped profile, the test-cluster overlay, then, given a folder
+    ``overlay``, a per-test profile written there: the test overlay's set-resources with
+    ``train`` entries replaced, plus the top-level keys ``top``.
 
     Later profiles replace whole top-level keys, so set-resources is copied in full.
     """
+    args = ["--profile", str(PROFILE), "--profile", str(OVERLAY)]
+    if overlay is None:
+        return args
     base = yaml.safe_load((OVERLAY / "config.yaml").read_text())
     set_resources = base["set-resources"]
-    set_resources["train"] = {**set_resources["train"], **train}
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "config.yaml").write_text(yaml.safe_dump({"set-resources": set_resources, **top}))
-    return dest
+    set_resources["train"] = {**set_resources["train"], **(train or {})}
+    overlay.mkdir(parents=True, exist_ok=True)
+    (overlay / "config.yaml").write_text(yaml.safe_dump({"set-resources": set_resources, **top}))
+    return [*args, "--profile", str(overlay)]
 
 
 def new_project(tmp_path: Path, name: str, overlay: dict | None = None) -> Path:

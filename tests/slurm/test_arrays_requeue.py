@@ -44,7 +44,6 @@ from tests.slurm.conftest import (
     fastest_epoch_s,
     job_log,
     new_project,
-    overlay_profile,
     prebuild,
     profile_args,
     resume_point,
@@ -93,7 +92,7 @@ def arrays_project(tmp_path: Path, folds: int) -> tuple[Path, list[str]]:
     all train jobs become ready in the same scheduling round: the wave one array collects."""
     project = new_project(tmp_path, "arrays", {"cv": {"n_splits": folds}})
     prebuild(project, *(str(RUN / f"fold_{k}/augment/manifest.parquet") for k in range(folds)))
-    return project, profile_args(overlay_profile(tmp_path / "arrays_on", {}, **ARRAYS_ON))
+    return project, profile_args(tmp_path / "arrays_on", **ARRAYS_ON)
 
 
 def train_array(run: SnakemakeRun) -> Submission:

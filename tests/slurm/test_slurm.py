@@ -35,7 +35,6 @@ from tests.slurm.conftest import (
     fastest_epoch_s,
     job_log,
     new_project,
-    overlay_profile,
     prebuild,
     profile_args,
     running_train_job,
@@ -93,11 +92,11 @@ def test_time_limit_signal_checkpoint_retry_resume(tmp_path: Path) -> None:
     # minute, and the limit itself leaves the script another minute to checkpoint. A retry
     # that is itself too slow for its 10 minutes is signalled the same way and resumed by the
     # next one (retries: 2); every retry gets 1.5x the memory, as in the shipped profile.
-    limits = overlay_profile(
+    limits = profile_args(
         tmp_path / "limits", {"runtime": 10, "slurm_extra": "'--signal=TERM@150'"}, retries=2
     )
     target = str(RUN / "fold_0/metrics.json")
-    run = SnakemakeRun(project, [*profile_args(limits), target, *TINY], "slurm")
+    run = SnakemakeRun(project, [*limits, target, *TINY], "slurm")
     ckpt = project / RUN / "checkpoints/fold_0/latest_checkpoint.pt"
     # Attempt 1 is training once it is RUNNING and has written its first checkpoint.
     job = wait_for(lambda: ckpt.exists() and running_train_job(run, 0), "attempt 1 trains", run)
