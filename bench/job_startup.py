@@ -6,9 +6,9 @@ per fold, per stage, per retry. The baseline is ``import torch`` alone (no job c
 it); each row is a rule's import set in a fresh interpreter, best of ``--reps`` (interleaved,
 so a busy machine slows all rows alike), and its ratio to the baseline. ``torchvision`` and
 ``sklearn`` say whether the job imported them: a small3d job needs neither (scikit-learn, ~0.8 s
-with SciPy, only assigns folds: the split job). (A train job pays
-``torch._dynamo`` anyway: AdamW imports it on first use, so there the saving is small; a predict
-job never builds an optimizer.) Timings on a shared machine are noisy: it reports, never asserts.
+with SciPy, only assigns folds: the split job). (Leaving out torchvision saves a train job
+little: AdamW imports ``torch._dynamo`` on first use anyway; a predict job never builds an
+optimizer.) Timings on a shared machine are noisy: it reports, never asserts.
 """
 
 from __future__ import annotations

@@ -52,13 +52,13 @@ def binary_metrics(
     fp = int(np.sum((pred == 1) & (y != 1)))
     fn = int(np.sum((pred != 1) & (y == 1)))
     tn = len(y) - tp - fp - fn
-    both = len(np.unique(y)) == 2
+    both = 0 < tp + fn < len(y)  # fakes and reals
     out["accuracy"] = (tp + tn) / len(y)
     out["balanced_accuracy"] = (tp / (tp + fn) + tn / (tn + fp)) / 2 if both else math.nan
     out["precision"] = _ratio(tp, tp + fp)
     out["recall"] = _ratio(tp, tp + fn)
     out["f1"] = _ratio(2 * tp, 2 * tp + fp + fn)
-    out["roc_auc"] = _roc_auc(y, p) if both else math.nan
+    out["roc_auc"] = _roc_auc(*_cuts(y, p)[1:]) if both else math.nan
     out.update(tn=tn, fp=fp, fn=fn, tp=tp)
     return out
 
@@ -106,21 +106,19 @@ def _cuts(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.r_[np.inf, p_sorted[last]], tp, fp
 
 
-def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Area under the full ROC curve (trapezoids between the cuts; ties make the diagonal steps
-    sklearn's ``roc_auc_score`` takes), summed in integer counts: P(score of a fake > score of
-    a real) + P(tie) / 2."""
-    _, tp, fp = _cuts(y, p)
+def _roc_auc(tp: np.ndarray, fp: np.ndarray) -> float:
+    """Area under the full ROC curve of :func:`_cuts`' counts (trapezoids between the cuts; ties
+    make the diagonal steps sklearn's ``roc_auc_score`` takes), summed in integer counts:
+    P(score of a fake > score of a real) + P(tie) / 2."""
     n_pos = int(tp[-1])
     n_neg = int(fp[-1])
     twice_area = int(np.sum(np.diff(fp) * (tp[1:] + tp[:-1])))
     return twice_area / (2 * n_pos * n_neg)
 
 
-def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
-    """sklearn's ``average_precision_score``: the precision at each cut weighted by the recall it
-    adds (a step function, no interpolation)."""
-    _, tp, fp = _cuts(y, p)
+def _average_precision(tp: np.ndarray, fp: np.ndarray) -> float:
+    """sklearn's ``average_precision_score`` from :func:`_cuts`' counts: the precision at each
+    cut weighted by the recall it adds (a step function, no interpolation)."""
     tp, fp = tp[1:], fp[1:]  # the cut above every score flags nothing and adds no recall
     recall_gain = np.diff(np.r_[0, tp]) / tp[-1]
     return float(np.sum(recall_gain * tp / (tp + fp)))
@@ -155,7 +153,11 @@ def eer_point(
     y, p = _check(y_true, prob_positive)
     if len(np.unique(y)) < 2:
         return math.nan, math.nan
-    thresholds, tp, fp = _cuts(y, p)
+    return _eer(*_cuts(y, p))
+
+
+def _eer(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray) -> tuple[float, float]:
+    """:func:`eer_point` from :func:`_cuts`' result (both classes present)."""
     n_pos, n_neg = int(tp[-1]), int(fp[-1])
     fn = n_pos - tp
     # |FN/P - FP/N| times P*N: integers, so equal distances compare equal.
@@ -242,8 +244,9 @@ def bootstrap_ci(
         yb, pb = y[idx], p[idx]
         draws["accuracy"].append(float(np.mean((pb >= thr[idx]) == yb)))
         if yb.min() != yb.max():
-            draws["roc_auc"].append(_roc_auc(yb, pb))
-            draws["average_precision"].append(_average_precision(yb, pb))
+            _, tp, fp = _cuts(yb, pb)
+            draws["roc_auc"].append(_roc_auc(tp, fp))
+            draws["average_precision"].append(_average_precision(tp, fp))
     tail = (1 - level) / 2 * 100
     out = {}
     for name, values in draws.items():
@@ -266,11 +269,14 @@ def score_metrics(
     y, p = _check(y_true, prob_positive)
     if len(y) == 0:
         return dict.fromkeys(SCORE_NAMES, math.nan)
-    both = len(np.unique(y)) == 2
-    eer, eer_thr = eer_point(y, p)
+    ap = eer = eer_thr = math.nan
+    if len(np.unique(y)) == 2:
+        cuts = _cuts(y, p)  # one sort for AP and EER
+        ap = _average_precision(*cuts[1:])
+        eer, eer_thr = _eer(*cuts)
     q = np.clip(p, EPS, 1 - EPS)
     return {
-        "average_precision": _average_precision(y, p) if both else math.nan,
+        "average_precision": ap,
         "eer": eer,
         "eer_threshold": eer_thr,
         "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
